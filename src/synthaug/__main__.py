@@ -1,0 +1,3 @@
+from synthaug.cli import main
+
+main()

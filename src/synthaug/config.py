@@ -1,0 +1,278 @@
+"""params.yaml: its schema, and validation before any work is done.
+
+Each section is a dataclass; a field's `metadata` carries its range or its allowed values. Loading checks
+every key (unknown keys, wrong types, out-of-range values) and raises `ConfigError` with one line naming
+the key. The file is validated whole by every stage, so a typo fails the first stage that runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("fashion_mnist", "digits", "cifar10", "cub200", "imagefolder")
+SOURCES = ("vae",)  # grows as generator families land; `real+all` pools every listed source
+
+
+class ConfigError(ValueError):
+    """A params file that is missing, malformed or out of range; the message names the key."""
+
+
+def rng(ge=None, gt=None, le=None, lt=None, choices=None):
+    """Field metadata: the allowed range or values of a parameter."""
+    return {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices).items() if v is not None}
+
+
+@dataclass
+class DatasetParams:
+    name: str = field(default="fashion_mnist", metadata=rng(choices=DATASETS))
+    root: str | None = None  # None: the dataset's default place (Debian package, torchvision cache)
+    image_size: int = field(default=32, metadata=rng(ge=8, le=256))
+
+
+@dataclass
+class VAEParams:
+    latent_dim: int = field(default=64, metadata=rng(ge=1, le=4096))
+    base_channels: int = field(default=32, metadata=rng(ge=4, le=512))
+    epochs: int = field(default=10, metadata=rng(ge=1))
+    beta_anneal_epochs: float = field(default=3.0, metadata=rng(ge=0))  # 0: beta from the first step
+    batch_size: int = field(default=128, metadata=rng(ge=1, le=65536))
+    lr: float = field(default=1e-3, metadata=rng(gt=0, le=1))
+    max_train_images: int = field(default=0, metadata=rng(ge=0))  # 0: all; >0 caps (smoke/tests)
+    checkpoint_every: int = field(default=500, metadata=rng(ge=1))
+    log_every: int = field(default=50, metadata=rng(ge=1))
+
+
+@dataclass
+class GANParams:
+    """One section per adversarial objective (`gan`, `lsgan`, `wgan_gp`): the nets are shared."""
+
+    width: int = field(default=64, metadata=rng(ge=8, le=1024))
+    z_dim: int = field(default=128, metadata=rng(ge=1, le=4096))
+    steps: int = field(default=2000, metadata=rng(ge=1))  # generator steps
+    batch_size: int = field(default=64, metadata=rng(ge=2, le=65536))
+    lr_g: float = field(default=2e-4, metadata=rng(gt=0, le=1))
+    lr_d: float = field(default=2e-4, metadata=rng(gt=0, le=1))
+    beta1: float = field(default=0.0, metadata=rng(ge=0, lt=1))
+    beta2: float = field(default=0.9, metadata=rng(ge=0, lt=1))
+    n_critic: int = field(default=1, metadata=rng(ge=1, le=100))  # D steps per G step
+    gp_lambda: float = field(default=10.0, metadata=rng(ge=0))  # used by wgan_gp only
+    spectral_norm: bool = True
+    lr_decay: bool = True  # linear decay to 0 over `steps`
+    ema_decay: float = field(default=0.999, metadata=rng(ge=0, lt=1))
+    max_train_images: int = field(default=0, metadata=rng(ge=0))
+    checkpoint_every: int = field(default=500, metadata=rng(ge=1))
+    log_every: int = field(default=50, metadata=rng(ge=1))
+
+
+@dataclass
+class DiffusionParams:
+    base_channels: int = field(default=64, metadata=rng(ge=8, le=1024))
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = field(default=2, metadata=rng(ge=1, le=8))
+    attn_resolutions: list[int] = field(default_factory=lambda: [8])
+    dropout: float = field(default=0.1, metadata=rng(ge=0, lt=1))
+    timesteps: int = field(default=1000, metadata=rng(ge=2, le=10000))  # T
+    schedule: str = field(default="cosine", metadata=rng(choices=("linear", "cosine")))
+    label_dropout: float = field(default=0.1, metadata=rng(ge=0, lt=1))  # for classifier-free guidance
+    steps: int = field(default=5000, metadata=rng(ge=1))
+    batch_size: int = field(default=64, metadata=rng(ge=1, le=65536))
+    lr: float = field(default=2e-4, metadata=rng(gt=0, le=1))
+    warmup_steps: int = field(default=200, metadata=rng(ge=0))  # linear LR warm-up
+    ema_decay: float = field(default=0.999, metadata=rng(ge=0, lt=1))
+    max_train_images: int = field(default=0, metadata=rng(ge=0))
+    checkpoint_every: int = field(default=500, metadata=rng(ge=1))
+    log_every: int = field(default=50, metadata=rng(ge=1))
+
+
+@dataclass
+class DDPMSamplerParams:
+    guidance_scale: float = field(default=1.0, metadata=rng(ge=0))  # 1: plain conditional sampling
+    compile: bool = False  # torch.compile the U-Net for sampling (falls back with a warning)
+
+
+@dataclass
+class DDIMSamplerParams:
+    steps: int = field(default=50, metadata=rng(ge=1, le=10000))
+    eta: float = field(default=0.0, metadata=rng(ge=0, le=1))
+    guidance_scale: float = field(default=1.0, metadata=rng(ge=0))
+    compile: bool = False
+
+
+@dataclass
+class SampleParams:
+    per_class: int = field(default=500, metadata=rng(ge=1))
+    shard_size: int = field(default=2500, metadata=rng(ge=1))
+    batch_size: int = field(default=500, metadata=rng(ge=1))
+    grid_per_class: int = field(default=10, metadata=rng(ge=1, le=64))
+
+
+@dataclass
+class FIDParams:
+    split: str = field(default="test", metadata=rng(choices=("train", "test")))
+    num_images: int = field(default=2500, metadata=rng(ge=2))
+    dims: int = field(default=2048, metadata=rng(choices=(64, 192, 768, 2048)))
+    batch_size: int = field(default=50, metadata=rng(ge=1))
+
+    def check(self, at: str) -> None:
+        if self.num_images <= self.dims:
+            raise ConfigError(f"{at}.num_images: FID with dims={self.dims} needs at least {self.dims + 1} images "
+                              f"(a smaller sample has a singular covariance), got {self.num_images}")
+
+
+@dataclass
+class ClassifierParams:
+    """How one classifier trains: identical for every arm of a fraction (DESIGN §1 fairness)."""
+
+    arch: str = field(default="resnet20", metadata=rng(choices=("resnet20", "resnet32", "resnet18")))
+    steps: int = field(default=600, metadata=rng(ge=1))
+    batch_size: int = field(default=128, metadata=rng(ge=2, le=65536))
+    lr: float = field(default=0.1, metadata=rng(gt=0, le=10))
+    weight_decay: float = field(default=5e-4, metadata=rng(ge=0))
+    augment: str = field(default="crop_flip", metadata=rng(choices=("crop_flip", "crop", "none")))
+    eval_batch_size: int = field(default=500, metadata=rng(ge=1))
+    log_every: int = field(default=50, metadata=rng(ge=1))
+
+
+@dataclass
+class ClassifyParams:
+    seeds: list[int] = field(default_factory=lambda: [0])
+    synthetic_ratio: float = field(default=0.5, metadata=rng(ge=0, le=1))  # share of synthetic images per batch
+    model: ClassifierParams = field(default_factory=ClassifierParams)
+
+    def check(self, at: str) -> None:
+        if not self.seeds:
+            raise ConfigError(f"{at}.seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{at}.seeds: seeds must be distinct")
+
+
+@dataclass
+class Params:
+    seed: int = field(default=0, metadata=rng(ge=0))
+    device: str = "auto"
+    precision: str = field(default="auto", metadata=rng(choices=("auto", "bf16", "fp32")))
+    beta: float = field(default=1.0, metadata=rng(ge=0))  # the VAE's KL weight, top-level for `-S beta=...`
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    sources: list[str] = field(default_factory=lambda: list(SOURCES))
+    dataset: DatasetParams = field(default_factory=DatasetParams)
+    vae: VAEParams = field(default_factory=VAEParams)
+    gan: GANParams = field(default_factory=GANParams)
+    lsgan: GANParams = field(default_factory=GANParams)
+    wgan_gp: GANParams = field(default_factory=lambda: GANParams(n_critic=5))
+    diffusion: DiffusionParams = field(default_factory=DiffusionParams)
+    ddpm: DDPMSamplerParams = field(default_factory=DDPMSamplerParams)
+    ddim: DDIMSamplerParams = field(default_factory=DDIMSamplerParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    fid: FIDParams = field(default_factory=FIDParams)
+    classify: ClassifyParams = field(default_factory=ClassifyParams)
+
+    def check(self, at: str) -> None:
+        if not self.fractions:
+            raise ConfigError("fractions: give at least one fraction")
+        for i, f in enumerate(self.fractions):
+            if not 0 < f <= 1:
+                raise ConfigError(f"fractions[{i}]: a fraction must be in (0, 1], got {f}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ConfigError("fractions: values must be distinct")
+        for i, s in enumerate(self.sources):
+            if s not in SOURCES:
+                raise ConfigError(f"sources[{i}]: unknown source '{s}' (known: {', '.join(SOURCES)})")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ConfigError(f"device: must be 'auto', 'cpu' or 'cuda[:N]', got '{self.device}'")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; raises ConfigError (one line, naming the key or file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return build(Params, raw, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def build(cls, data: Any, at: str):
+    """Build dataclass `cls` from a dict, checking keys, types and ranges recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{at or 'top level'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{_join(at, close[0])}'?)" if close else ""
+            raise ConfigError(f"unknown key '{_join(at, key)}'{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], _join(at, name), f.metadata)
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(at)
+    return obj
+
+
+def _join(at: str, key: Any) -> str:
+    return f"{at}.{key}" if at else str(key)
+
+
+def _convert(tp, value, at: str, meta: dict):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        return _convert(tp, value, at, meta)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, at)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{at}: expected a list, got {type(value).__name__} {value!r}")
+        return [_convert(item, v, f"{at}[{i}]", meta) for i, v in enumerate(value)]
+    return _check_range(_scalar(tp, value, at), at, meta)
+
+
+def _scalar(tp, value, at: str):
+    # bool is an int in Python: refuse it where a number is expected, and vice versa.
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[tp]
+    if not ok:
+        raise ConfigError(f"{at}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return float(value) if tp is float else value
+
+
+def _check_range(v, at: str, meta: dict):
+    if "choices" in meta and v not in meta["choices"]:
+        raise ConfigError(f"{at}: must be one of {', '.join(map(str, meta['choices']))}; got {v!r}")
+    for op, test, word in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                           ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+        if op in meta and not test(v, meta[op]):
+            raise ConfigError(f"{at}: must be {word} {meta[op]}, got {v!r}")
+    return v
+
+
+def as_dict(obj) -> dict:
+    return dataclasses.asdict(obj)

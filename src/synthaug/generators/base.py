@@ -1,0 +1,62 @@
+"""What every generator family provides, and which family/sampler each synthetic source uses.
+
+A family module (e.g. `synthaug.generators.vae`) exposes
+- `train(spec, params, runtime, checkpoint, log_metrics, fingerprint) -> TrainResult`: trains (resuming
+  from `checkpoint` if present and made with the same `fingerprint`, see `training.run_training`) and
+  leaves the final checkpoint there (a plain dict with a "config" entry);
+- `load_sampler(checkpoint, runtime, params, source) -> (sample_fn, settings)`: `sample_fn(labels,
+  torch.Generator) -> float images in [-1, 1]`, `settings` a flat dict recorded in the shard manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+# family -> module; source -> family (two diffusion samplers share one trained model)
+FAMILIES = {"vae": "synthaug.generators.vae", "gan": "synthaug.generators.gan",
+            "lsgan": "synthaug.generators.gan", "wgan_gp": "synthaug.generators.gan",
+            "diffusion": "synthaug.generators.diffusion"}
+SOURCE_FAMILY = {"vae": "vae", "gan": "gan", "lsgan": "lsgan", "wgan_gp": "wgan_gp",
+                 "ddpm": "diffusion", "ddim": "diffusion"}
+
+
+@dataclass
+class GeneratorSpec:
+    """The real training data a generator learns from, with its shape."""
+
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: np.ndarray  # int64 [N]
+    num_classes: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict] = field(default_factory=list)
+    summary: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # extra files to log (e.g. interpolation grids)
+
+
+def family_module(family: str) -> ModuleType:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown generator family '{family}' (known: {', '.join(FAMILIES)})")
+    return importlib.import_module(FAMILIES[family])
+
+
+def source_family(source: str) -> str:
+    if source not in SOURCE_FAMILY:
+        raise ValueError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
+    return SOURCE_FAMILY[source]

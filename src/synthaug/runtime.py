@@ -1,0 +1,147 @@
+"""Device choice, mixed precision, memory format and seeding: the one place that knows the hardware.
+
+On CPU, bf16 autocast + channels_last run 2.5-6x faster than fp32 where oneDNN supports bf16 (AMX or
+AVX512-BF16); where it does not, we fall back to fp32 and say so once in the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger("synthaug")
+
+
+class RuntimeConfigError(ValueError):
+    """A device or precision request this machine cannot honour."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how tensors are computed: the device, and whether to use bf16 autocast."""
+
+    device: torch.device
+    bf16: bool
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        # channels_last pays off with oneDNN/cuDNN convolutions in reduced precision.
+        return torch.channels_last if self.bf16 else torch.contiguous_format
+
+    def autocast(self):
+        """Autocast context for forward passes (a no-op context in fp32)."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move a module to the device and the memory format that suits it."""
+        return module.to(self.device, memory_format=self.memory_format)
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Move an image batch [N, C, H, W] to the device in the module's memory format."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def describe(self) -> dict[str, str]:
+        return {"device": str(self.device), "precision": "bf16-autocast" if self.bf16 else "fp32"}
+
+
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has fast bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # older/odd builds: play safe
+        return False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; `cuda` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeConfigError(f"device '{name}' requested but no CUDA GPU is available (use 'auto' or 'cpu')")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise RuntimeConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got '{name}'")
+    return torch.device(name)
+
+
+_warned_fp32 = False
+
+
+def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    """Build the Runtime for a stage. precision: `auto` (bf16 where fast, else fp32), `bf16` or `fp32`."""
+    global _warned_fp32
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = cpu_supports_bf16()
+        # Stages run one process per item; use every core we are given.
+        torch.set_num_threads(int(os.environ.get("SYNTHAUG_THREADS", os.cpu_count() or 1)))
+    if precision == "fp32":
+        bf16 = False
+    elif precision == "bf16":
+        if not supported:
+            raise RuntimeConfigError(f"precision 'bf16' requested but {dev.type} has no fast bf16 support")
+        bf16 = True
+    elif precision == "auto":
+        bf16 = supported
+        if not supported and not _warned_fp32:
+            log.warning("no fast bf16 on this %s: running in fp32 (expect several times slower)", dev.type)
+            _warned_fp32 = True
+    else:
+        raise RuntimeConfigError(f"precision must be 'auto', 'bf16' or 'fp32', got '{precision}'")
+    return Runtime(device=dev, bf16=bf16)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """All RNG states, as tensors/plain types so they survive `torch.load(weights_only=True)`."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
+        "python": _python_state_to_plain(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(_plain_to_numpy_state(state["numpy"]))
+    random.setstate(_plain_to_python_state(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state_to_plain(st) -> dict:
+    name, keys, pos, has_gauss, cached = st
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _plain_to_numpy_state(d: dict):
+    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])
+
+
+def _python_state_to_plain(st) -> dict:
+    version, internal, gauss = st
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def _plain_to_python_state(d: dict):
+    return (d["version"], tuple(int(v) for v in d["internal"].tolist()), d["gauss"])

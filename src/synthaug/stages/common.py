@@ -1,0 +1,95 @@
+"""What every stage command shares: where things live on disk, loading validated params, error handling."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import typer
+
+from synthaug.config import ConfigError, Params, load_params
+from synthaug.runtime import Runtime, RuntimeConfigError, make_runtime, seed_everything
+from synthaug.storage import StorageError, save_json
+
+log = logging.getLogger("synthaug")
+
+# On-disk layout between stages (DESIGN §3). Paths are relative to the repo root (DVC's wdir).
+REAL_DIR = Path("data/real")
+FRACTIONS = REAL_DIR / "fractions.json"
+SYNTH_DIR = Path("data/synthetic")
+FID_REF = Path("data/fid_ref.npz")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+REPORTS = Path("reports")
+
+PARAMS_OPTION = typer.Option("params.yaml", "--params", help="params file (validated whole before any work)")
+
+
+class StageError(RuntimeError):
+    """A runtime fault inside a stage (exit code 1), as opposed to bad input (exit code 2)."""
+
+
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    from synthaug.data.real import DatasetError
+    from synthaug.metrics.fid import FidError
+
+    return (ConfigError, StorageError, RuntimeConfigError, DatasetError, FidError)
+
+
+def _fault_errors() -> tuple[type[BaseException], ...]:
+    from synthaug.tracking import TrackingError
+    from synthaug.training import NonFiniteLossError
+
+    return (StageError, TrackingError, NonFiniteLossError, OSError)
+
+
+def stage_command(fn: Callable) -> Callable:
+    """Turn our known errors into one line on stderr and an exit code: 2 for bad input, 1 for a fault."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                            datefmt="%H:%M:%S", stream=sys.stderr)
+        try:
+            return fn(*args, **kwargs)
+        except _bad_input_errors() as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except _fault_errors() as e:
+            typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def load_stage(params_path: str | Path) -> tuple[Params, Runtime]:
+    """Validated params and the runtime (device, precision) of a stage; seeds every RNG."""
+    params = load_params(params_path)
+    runtime = make_runtime(params.device, params.precision)
+    seed_everything(params.seed)
+    log.info("runtime: %s", runtime.describe())
+    return params, runtime
+
+
+def require(path: Path, made_by: str) -> Path:
+    if not path.exists():
+        raise StorageError(f"{path}: not found (run the `{made_by}` stage first: dvc repro {made_by})")
+    return path
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    """A small flat JSON of numbers (DVC metrics, `cache: false`)."""
+    save_json(path, {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()})
+
+
+@contextmanager
+def timed(metrics: dict, key: str = "wall_seconds") -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    metrics[key] = round(time.perf_counter() - t0, 2)

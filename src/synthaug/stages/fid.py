@@ -1,0 +1,68 @@
+"""`fid-ref` and `fid SOURCE`: pytorch-fid Inception statistics of a real split, and FID of each source."""
+
+from __future__ import annotations
+
+import numpy as np
+import typer
+
+from synthaug.config import ConfigError, as_dict
+from synthaug.data.real import load_meta, load_prepared
+from synthaug.data.shards import read_shards
+from synthaug.generators.base import SOURCE_FAMILY
+from synthaug.metrics.fid import compute_stats, frechet_distance, load_stats, save_stats, validate_sample_count
+from synthaug.stages.common import (FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage, require,
+                                    stage_command, write_metrics)
+from synthaug.tracking import stage_run
+
+
+def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of n images, classes interleaved in seeded order, so any n is (nearly) class-balanced."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    order = [idx for rank in range(max(map(len, per_class))) for perm in per_class if rank < len(perm)
+             for idx in [perm[rank]]]
+    return np.sort(np.asarray(order[:n], dtype=np.int64))
+
+
+@stage_command
+def fid_ref(params_path: str = PARAMS_OPTION) -> None:
+    """Reference Inception statistics of `fid.num_images` real images of `fid.split`."""
+    params, runtime = load_stage(params_path)
+    f = params.fid
+    split = load_prepared(require(REAL_DIR, "prepare"), f.split)
+    if len(split.labels) < f.num_images:
+        raise ConfigError(f"fid.num_images: {f.num_images} exceeds the {len(split.labels)} images of the "
+                          f"{f.split} split")
+    idx = class_balanced_subset(split.labels, f.num_images, params.seed)
+    stats = compute_stats(split.images[idx], f.dims, runtime, f.batch_size)
+    save_stats(FID_REF, stats, {"split": f.split, "num_images": f.num_images, "dims": f.dims,
+                                "dataset": params.dataset.name})
+    with stage_run("fid_ref", params.dataset.name, params={"fid": as_dict(f), **runtime.describe()}) as run:
+        run.log_metrics({"num_images": f.num_images})
+    print(f"fid_ref: {f.num_images} {f.split} images, dims {f.dims}")
+
+
+@stage_command
+def fid(source: str = typer.Argument(..., help="synthetic source"), params_path: str = PARAMS_OPTION) -> None:
+    """FID of a source's shards against the reference statistics (written to metrics/fid/SOURCE.json)."""
+    params, runtime = load_stage(params_path)
+    if source not in SOURCE_FAMILY:
+        raise ConfigError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
+    f = params.fid
+    ref, ref_meta = load_stats(require(FID_REF, "fid_ref"))
+    if ref_meta.get("dims") != f.dims:
+        raise ConfigError(f"fid.dims: {f.dims}, but {FID_REF} was computed with dims={ref_meta.get('dims')}")
+    images, labels = read_shards(require(SYNTH_DIR / source, f"sample@{source}"))
+    n = min(f.num_images, len(labels))
+    validate_sample_count(n, f.dims)
+    idx = class_balanced_subset(labels, n, params.seed)
+    stats = compute_stats(images[idx], f.dims, runtime, f.batch_size)
+    value = frechet_distance(stats, ref)
+    metrics = {"fid": value, "num_images": n, "ref_num_images": ref_meta["num_images"], "dims": f.dims}
+    with stage_run(f"fid@{source}", params.dataset.name,
+                   params={"fid": as_dict(f), "ref_split": ref_meta["split"], **runtime.describe()}) as run:
+        run.log_metrics(metrics)
+        run.set_tags({"source": source, "ref_split": ref_meta["split"]})
+    write_metrics(METRICS / "fid" / f"{source}.json", {**metrics, "ref_split": ref_meta["split"]})
+    print(f"fid@{source}: {value:.2f} ({n} images vs {ref_meta['num_images']} {ref_meta['split']} images, "
+          f"dims {f.dims}; dataset {load_meta(REAL_DIR)['dataset']})")

@@ -1,0 +1,34 @@
+"""`prepare`: real train/test splits as npz + meta, and the nested stratified fractions (DESIGN §3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synthaug.config import as_dict
+from synthaug.data.fractions import nested_fractions, save_fractions
+from synthaug.data.real import load_dataset, write_prepared
+from synthaug.stages.common import FRACTIONS, PARAMS_OPTION, REAL_DIR, load_stage, stage_command
+from synthaug.storage import atomic_dir
+from synthaug.tracking import stage_run
+
+
+@stage_command
+def prepare(params_path: str = PARAMS_OPTION) -> None:
+    """Load the real dataset, write data/real/{train,test}.npz, meta.json and fractions.json."""
+    params, _ = load_stage(params_path)
+    d = params.dataset
+    ds = load_dataset(d.name, d.root, d.image_size)
+    fractions = nested_fractions(ds.train.labels, params.fractions, params.seed)
+    with atomic_dir(REAL_DIR) as tmp:
+        meta = write_prepared(ds, tmp)
+        save_fractions(tmp / FRACTIONS.name, fractions, {"seed": params.seed, "fractions": params.fractions})
+    with stage_run("prepare", d.name, params={"dataset": as_dict(d), "fractions": params.fractions,
+                                              "seed": params.seed}) as run:
+        run.log_metrics({"train_images": len(ds.train.labels), "test_images": len(ds.test.labels),
+                         "num_classes": len(ds.class_names),
+                         **{f"fraction_{k}_images": len(v) for k, v in fractions.items()}})
+        run.set_tags({"class_names": ",".join(ds.class_names)})
+    counts = np.bincount(ds.train.labels)
+    print(f"prepared {d.name}: {meta['counts']['train'] if 'counts' in meta else len(ds.train.labels)} train / "
+          f"{len(ds.test.labels)} test images, {len(ds.class_names)} classes "
+          f"({counts.min()}-{counts.max()} per class)")

@@ -1,0 +1,170 @@
+"""MLflow tracking: one experiment per dataset, one run per stage item, tags linking the run to DVC and git.
+
+The store is `MLFLOW_TRACKING_URI` when set (a team server), else `sqlite:///<repo root>/mlflow.db` with
+artifacts in `<repo root>/mlruns`. The repo root comes from `DVC_ROOT` when DVC runs the stage, so queued
+experiments (which run in a temporary copy) log to the same store as `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger("synthaug")
+
+# MLflow 3 opens experiments in the GenAI view unless they say they are for model training.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or written."""
+
+
+def repo_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    try:
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
+        return Path(out.stdout.strip())
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return Path.cwd()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True)
+        return out.stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail fast with one line when a remote tracking server does not answer (MLflow retries for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri} is unreachable ({reason})") from None
+
+
+class Tracker:
+    """A live MLflow run. Metrics are buffered and sent in batches (each sqlite call costs ~20 ms)."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+        self._pending: list = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self._pending += [Metric(metric_key(k), float(v), ts, step or 0) for k, v in metrics.items()]
+        if len(self._pending) >= 500:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self._pending), 1000):
+            self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+        self._pending = []
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_figure(self, fig, name: str) -> None:
+        """Log a matplotlib figure as a PNG artifact `name`."""
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            fig.savefig(p, dpi=100, bbox_inches="tight")
+            self.log_artifact(p)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[Tracker]:
+    """Open the MLflow run for one stage item (e.g. `train@vae`) in the dataset's experiment."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+
+    root = repo_root()
+    uri = tracking_uri()
+    _check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    name = f"synthaug-{dataset}"
+    try:
+        exp = client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp else client.create_experiment(
+            name, artifact_location=None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlruns").as_uri(),
+            tags=dict([EXPERIMENT_KIND_TAG]))
+    except Exception as e:  # any backend failure: one line, naming the store
+        raise TrackingError(f"cannot use MLflow store {uri}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") \
+            from None
+    run_tags = {
+        "mlflow.runName": stage,
+        "synthaug.stage": stage,
+        "dvc.stage": os.environ.get("DVC_STAGE", stage),
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "dataset": dataset,
+    }
+    commit = git_commit(root)
+    if commit:
+        run_tags["mlflow.source.git.commit"] = commit
+    run_tags.update(tags or {})
+    run = client.create_run(exp_id, tags=run_tags, run_name=stage)
+    tracker = Tracker(client, run.info.run_id)
+    if params:
+        tracker.log_params(params)
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    finally:
+        try:
+            tracker.flush()
+        finally:
+            client.set_terminated(run.info.run_id, status=status)
+
+
+def metric_key(name: str) -> str:
+    """MLflow allows only alphanumerics, _ - . space : / in metric names: `real+vae` becomes `real_plus_vae`."""
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("+", "_plus_"))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,183 @@
+"""The one training loop every model family shares: batches, checkpoints, resume, NaN guard, logging.
+
+A family supplies a `Trainable` (its nets, optimizers, EMA and one `train_step`); this module owns the
+rest. Batches are a pure function of (seed, step), and the checkpoint carries the step, the Trainable's
+state and every RNG state, so a killed run resumed from its last checkpoint continues exactly as an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from synthaug.runtime import Runtime, rng_state, set_rng_state
+from synthaug.storage import load_checkpoint, save_checkpoint
+
+log = logging.getLogger("synthaug")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or inf: training stops before writing a checkpoint of garbage."""
+
+
+class Trainable(Protocol):
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
+        """One optimisation step on a batch; returns the scalar losses to log."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: state dicts of nets, optimizers, schedulers, EMA."""
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def to_model_range(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N,H,W,C] -> float [N,C,H,W] in [-1, 1] (the range every generator works in)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    return x.div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float [N,C,H,W] in [-1, 1] -> uint8 [N,H,W,C] (clipped)."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class BatchStream:
+    """Shuffled batches whose content depends only on (seed, step): resuming needs no data-loader state.
+
+    Each epoch is a fresh permutation drawn from `seed + epoch`; a batch never straddles two epochs
+    (the remainder of an epoch is dropped), so every step sees a full batch.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+        if len(images) < batch_size:
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(images)} training images")
+        self.images = to_model_range(images)
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.batch_size = batch_size
+        self.seed = seed
+        self.per_epoch = len(images) // batch_size
+        self._perm_epoch, self._perm = -1, None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(len(self.labels), generator=g), epoch
+        idx = self._perm[k * self.batch_size:(k + 1) * self.batch_size]
+        return self.images[idx], self.labels[idx]
+
+
+class EMA:
+    """Exponential moving average of a module's weights (buffers copied), used for sampling."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for e, p in zip(self.module.parameters(), module.parameters()):
+            e.lerp_(p.detach(), 1.0 - self.decay)
+        for e, b in zip(self.module.buffers(), module.buffers()):
+            e.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
+def check_finite(losses: dict[str, float], step: int) -> None:
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteLossError(f"loss {', '.join(bad)} became {losses[bad[0]]} at step {step}; "
+                                 "lower the learning rate or check the data (no checkpoint written)")
+
+
+def run_training(
+    trainable: Trainable,
+    stream: BatchStream,
+    runtime: Runtime,
+    total_steps: int,
+    checkpoint: Path | None,
+    checkpoint_every: int,
+    log_metrics: Callable[[dict[str, float], int], None],
+    log_every: int = 50,
+    desc: str = "train",
+    extra_state: Callable[[], dict] | None = None,
+    fingerprint: str = "",
+) -> list[dict[str, float]]:
+    """Train to `total_steps`, resuming from `checkpoint` if it exists; returns the logged history.
+
+    The checkpoint holds {"step", "trainable", "rng", "history", "fingerprint"} (+ `extra_state()`),
+    written atomically every `checkpoint_every` steps and at the end. It is resumed only when its
+    `fingerprint` (a hash of everything that defines the run) equals ours: DVC keeps the file between
+    runs (`persist: true`) so that a killed stage resumes, and a changed parameter must start afresh.
+    With `checkpoint=None` nothing is saved.
+    """
+    start, history = 0, []
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, map_location=runtime.device)
+        if state.get("fingerprint") == fingerprint:
+            trainable.load_state_dict(state["trainable"])
+            set_rng_state(state["rng"])
+            start, history = int(state["step"]), list(state["history"])
+            log.info("resuming %s from step %d of %d (%s)", desc, start, total_steps, checkpoint)
+        else:
+            log.info("%s: %s was made with other settings; training from scratch", desc, checkpoint)
+    if start >= total_steps:
+        return history
+
+    def save(step: int) -> None:
+        if checkpoint is None:
+            return
+        state = {"step": step, "trainable": trainable.state_dict(), "rng": rng_state(), "history": history,
+                 "fingerprint": fingerprint}
+        if extra_state is not None:
+            state.update(extra_state())
+        save_checkpoint(checkpoint, state)
+
+    window: dict[str, list[float]] = {}
+    bar = tqdm(range(start, total_steps), desc=desc, initial=start, total=total_steps, dynamic_ncols=True,
+               mininterval=2.0)
+    for step in bar:
+        images, labels = stream.batch(step)
+        losses = trainable.train_step(runtime.batch(images), labels.to(runtime.device), step)
+        check_finite(losses, step)
+        for k, v in losses.items():
+            window.setdefault(k, []).append(v)
+        done = step + 1
+        # Flush at checkpoints too, so a resumed run logs exactly what an uninterrupted one does.
+        at_checkpoint = done % checkpoint_every == 0 or done == total_steps
+        if done % log_every == 0 or at_checkpoint:
+            means = {k: float(np.mean(v)) for k, v in window.items()}
+            history.append({"step": done, **means})
+            log_metrics(means, done)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+            window = {}
+        if at_checkpoint:
+            save(done)
+    return history
+
+
+def fingerprint_of(*parts) -> str:
+    """A short stable hash of JSON-able parts (params section, data checksum, seed...)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def iterate_batches(n: int, batch_size: int) -> Iterable[slice]:
+    for i in range(0, n, batch_size):
+        yield slice(i, min(i + batch_size, n))
