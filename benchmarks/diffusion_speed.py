@@ -86,7 +86,12 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: all cores; 1 is steadier on a CPU shared with other jobs)")
     args = ap.parse_args()
+    if args.threads:
+        os.environ["SYNTHAUG_THREADS"] = str(args.threads)  # make_runtime sets torch's thread count from it
+    make_runtime("cpu", "fp32")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 supported: {cpu_supports_bf16()}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     for name in args.configs:

@@ -53,13 +53,13 @@ def main() -> None:
     precisions = [("bf16", args.steps)] if cpu_supports_bf16() else []
     if args.fp32_steps:
         precisions.append(("fp32", args.fp32_steps))
-    print(f"batch {args.batch_size}, {torch.get_num_threads()} threads; s/step = n_critic D steps + 1 G step")
+    print(f"batch {args.batch_size}; s/step = n_critic D steps + 1 G step")
     for width in args.widths:
         for objective in args.objectives:
             for precision, steps in precisions:
                 sec, n_critic = time_steps(objective, width, precision, args.batch_size, steps)
                 print(f"{objective:8s} width {width:4d} {precision}: {sec:7.3f} s/step  (n_critic {n_critic}, "
-                      f"{steps} timed step{'s' * (steps > 1)})", flush=True)
+                      f"{steps} timed step{'s' * (steps > 1)}, {torch.get_num_threads()} threads)", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""Shared fixtures: one CPU thread (the test machine's cores are shared), fp32 runtime, params files."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+@pytest.fixture()
+def runtime(monkeypatch):
+    """Deterministic fp32 CPU runtime on one thread (make_runtime sets threads from SYNTHAUG_THREADS)."""
+    from synthaug.runtime import make_runtime
+
+    monkeypatch.setenv("SYNTHAUG_THREADS", "1")
+    return make_runtime("cpu", "fp32")
+
+
+@pytest.fixture()
+def smoke_dict() -> dict[str, Any]:
+    """configs/smoke.yaml as a plain dict (a fresh copy per test, free to mutate)."""
+    return copy.deepcopy(yaml.safe_load(SMOKE.read_text()))
+
+
+def set_key(d: dict, dotted: str, value: Any) -> dict:
+    """Set `a.b.c` in a nested dict (creating nothing: the path must exist except its last key)."""
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d[p]
+    d[last] = value
+    return d
+
+
+@pytest.fixture()
+def write_params(tmp_path, smoke_dict) -> Callable[..., Path]:
+    """write_params({"vae.epochs": "ten"}, name=...) -> path of the smoke profile with those keys changed.
+
+    Pass `text=...` to write raw text instead (invalid YAML and the like).
+    """
+
+    def write(changes: dict[str, Any] | None = None, name: str = "params.yaml", text: str | None = None,
+              folder: Path | None = None) -> Path:
+        path = (folder or tmp_path) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            d = copy.deepcopy(smoke_dict)
+            for k, v in (changes or {}).items():
+                set_key(d, k, v)
+            text = yaml.safe_dump(d, sort_keys=False)
+        path.write_text(text)
+        return path
+
+    return write
+

@@ -1,0 +1,91 @@
+"""params.yaml validation: the shipped profiles load, and every kind of bad input is a one-line ConfigError
+naming the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from synthaug.config import ConfigError, Params, load_params
+
+from conftest import REPO, SMOKE
+
+
+def test_shipped_params_and_smoke_profile_load():
+    p = load_params(REPO / "params.yaml")
+    assert isinstance(p, Params)
+    assert p.dataset.name == "fashion_mnist"
+    assert isinstance(p.beta, float) and p.beta == 1.0
+    assert p.fid.num_images > p.fid.dims
+    assert all(0 < f <= 1 for f in p.fractions)
+
+    s = load_params(SMOKE)
+    assert s.dataset.name == "digits" and s.device == "cpu"
+    assert s.vae.base_channels == 8 and s.fid.dims == 64 and s.fid.num_images > 64
+    assert s.classify.model.arch == "resnet20" and s.classify.seeds == [0]
+
+
+def test_int_is_accepted_where_float_is_expected(write_params):
+    p = load_params(write_params({"beta": 1, "vae.lr": 1}))
+    assert p.beta == 1.0 and isinstance(p.beta, float)
+    assert isinstance(p.vae.lr, float)
+
+
+def _error(path) -> str:
+    with pytest.raises(ConfigError) as ei:
+        load_params(path)
+    msg = str(ei.value)
+    assert "\n" not in msg, f"error must be one line: {msg!r}"
+    assert str(path) in msg, f"error must name the file: {msg!r}"
+    return msg
+
+
+@pytest.mark.parametrize("changes, expected", [
+    # unknown keys, with the did-you-mean hint at the right depth
+    ({"betta": 0.5}, ["unknown key 'betta'", "did you mean 'beta'"]),
+    ({"vae.latnt_dim": 4}, ["unknown key 'vae.latnt_dim'", "did you mean 'vae.latent_dim'"]),
+    ({"classify.model.arhc": "resnet20"}, ["unknown key 'classify.model.arhc'", "'classify.model.arch'"]),
+    # wrong types
+    ({"vae.epochs": "ten"}, ["vae.epochs", "expected int", "'ten'"]),
+    ({"vae.batch_size": True}, ["vae.batch_size", "expected int", "bool"]),
+    ({"vae.epochs": 2.5}, ["vae.epochs", "expected int"]),
+    ({"beta": "high"}, ["beta", "expected float"]),
+    ({"fractions": 0.5}, ["fractions", "expected a list"]),
+    ({"classify.seeds": 0}, ["classify.seeds", "expected a list"]),
+    ({"vae": 3}, ["vae", "expected a mapping"]),
+    # ranges and choices
+    ({"fractions": [0, 1.0]}, ["fractions[0]", "(0, 1]"]),
+    ({"fractions": [0.5, 1.5]}, ["fractions[1]", "1.5"]),
+    ({"fractions": [0.5, 0.5]}, ["fractions", "distinct"]),
+    ({"beta": -0.1}, ["beta", ">= 0", "-0.1"]),
+    ({"classify.synthetic_ratio": 1.2}, ["classify.synthetic_ratio", "<= 1"]),
+    ({"vae.lr": 0}, ["vae.lr", "> 0"]),
+    ({"fid.num_images": 64}, ["fid.num_images", "65"]),
+    ({"fid.num_images": 10}, ["fid.num_images"]),
+    ({"fid.dims": 100}, ["fid.dims", "must be one of"]),
+    ({"sources": ["vae", "nope"]}, ["sources[1]", "unknown source 'nope'"]),
+    ({"device": "gpu"}, ["device", "'gpu'"]),
+    ({"dataset.name": "mnist"}, ["dataset.name", "'mnist'"]),
+    ({"classify.seeds": [1, 1]}, ["classify.seeds", "distinct"]),
+    ({"classify.seeds": []}, ["classify.seeds"]),
+    ({"classify.model.augment": "mixup"}, ["classify.model.augment", "'mixup'"]),
+])
+def test_bad_params_give_one_line_error_naming_the_key(write_params, changes, expected):
+    msg = _error(write_params(changes))
+    for part in expected:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_invalid_yaml_names_file_and_line(write_params):
+    path = write_params(text="seed: 0\nbeta: [1.0,\nvae:\n  epochs: 2\n")
+    msg = _error(path)
+    assert "not valid YAML" in msg and "line" in msg
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "", "just a string\n"])
+def test_non_mapping_file_is_refused(write_params, text):
+    assert "mapping" in _error(write_params(text=text))
+
+
+def test_missing_file(tmp_path):
+    msg = _error(tmp_path / "nope.yaml")
+    assert "not found" in msg

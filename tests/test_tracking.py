@@ -1,0 +1,82 @@
+"""MLflow tracking against a real local store: where it lives, the experiment's tags, run status, params,
+metrics, tags linking to DVC, artifacts; and a fast one-line failure for an unreachable server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from synthaug.tracking import TrackingError, flatten, metric_key, stage_run, tracking_uri
+
+
+@pytest.fixture()
+def local_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_STAGE", "train@vae-from-dvc")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-beta08")
+    return tmp_path
+
+
+def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
+    from mlflow.tracking import MlflowClient
+
+    root = local_store
+    assert tracking_uri() == f"sqlite:///{root / 'mlflow.db'}"
+    artifact = root / "curves.txt"
+    artifact.write_text("loss curve")
+    with stage_run("train@vae", "digits", params={"vae": {"lr": 0.002, "epochs": 2}, "seed": 0},
+                   tags={"family": "vae"}) as run:
+        run.log_metrics({"loss": 1.5, "real+vae": 0.9}, step=1)
+        run.log_metrics({"loss": 1.0}, step=2)
+        run.log_artifact(artifact)
+    assert (root / "mlflow.db").is_file()
+
+    with pytest.raises(ValueError, match="stage failed"):
+        with stage_run("classify@real_f0.5_s0", "digits") as run:
+            run.log_metrics({"train_loss": 2.0}, step=1)
+            raise ValueError("stage failed")
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exps = [e for e in client.search_experiments() if e.name.startswith("synthaug-")]
+    assert [e.name for e in exps] == ["synthaug-digits"]  # one experiment per dataset, reused by both runs
+    exp = exps[0]
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    assert exp.artifact_location == (root / "mlruns").as_uri()
+
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"train@vae", "classify@real_f0.5_s0"}
+    ok, failed = runs["train@vae"], runs["classify@real_f0.5_s0"]
+    assert ok.info.status == "FINISHED" and failed.info.status == "FAILED"
+    assert ok.data.params == {"vae.lr": "0.002", "vae.epochs": "2", "seed": "0"}
+    assert ok.data.metrics == {"loss": 1.0, "real_plus_vae": 0.9}
+    assert [(m.step, m.value) for m in client.get_metric_history(ok.info.run_id, "loss")] == [(1, 1.5), (2, 1.0)]
+    assert failed.data.metrics == {"train_loss": 2.0}  # buffered metrics are flushed even when the stage fails
+    tags = ok.data.tags
+    assert tags["dvc.stage"] == "train@vae-from-dvc" and tags["dvc.exp_name"] == "exp-beta08"
+    assert tags["synthaug.stage"] == "train@vae" and tags["dataset"] == "digits" and tags["family"] == "vae"
+    assert [a.path for a in client.list_artifacts(ok.info.run_id)] == ["curves.txt"]
+    stored = list((root / "mlruns").rglob("curves.txt"))
+    assert len(stored) == 1 and stored[0].read_text() == "loss curve"
+
+
+def test_metric_key_and_flatten():
+    assert metric_key("real+vae") == "real_plus_vae"
+    assert metric_key("accuracy.real+all.f0.5") == "accuracy.real_plus_all.f0.5"
+    assert metric_key("synth:vae acc/x-1") == "synth:vae acc/x-1"  # allowed characters kept
+    assert metric_key("a@b#c") == "a_b_c"
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_unreachable_server_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    t0 = time.perf_counter()
+    with pytest.raises(TrackingError) as ei:
+        with stage_run("prepare", "digits"):
+            pytest.fail("the stage body must not run")
+    assert time.perf_counter() - t0 < 10
+    assert "http://127.0.0.1:9" in str(ei.value) and "\n" not in str(ei.value)
+    assert list(Path(tmp_path).iterdir()) == []
