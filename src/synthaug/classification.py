@@ -40,14 +40,23 @@ class MixedStream:
                                                      else round(synthetic_ratio * batch_size))
         self.parts = []
         if n_syn < batch_size:
-            self.parts.append(BatchStream(*arm.real, min(batch_size - n_syn, len(arm.real[0])), seed))
+            self.parts.append(BatchStream(*_at_least(arm.real, batch_size - n_syn), batch_size - n_syn, seed))
         if n_syn > 0:
-            self.parts.append(BatchStream(*arm.synthetic, min(n_syn, len(arm.synthetic[0])), seed + 7919))
+            self.parts.append(BatchStream(*_at_least(arm.synthetic, n_syn), n_syn, seed + 7919))
         self.n_synthetic = n_syn
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = zip(*(p.batch(step) for p in self.parts))
         return torch.cat(xs), torch.cat(ys)
+
+
+def _at_least(part: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Repeat a pool smaller than its share of a batch, so every arm keeps the same batch size (fairness)."""
+    images, labels = part
+    if len(labels) >= n:
+        return images, labels
+    reps = -(-n // len(labels))
+    return np.concatenate([images] * reps), np.concatenate([labels] * reps)
 
 
 def augment(x: torch.Tensor, mode: str, pad: int = 4) -> torch.Tensor:

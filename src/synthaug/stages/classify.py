@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import typer
 
-from synthaug.classification import ArmData, train_and_evaluate
 from synthaug.config import ConfigError, Params, as_dict
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
@@ -51,6 +50,8 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
              seed: int = typer.Option(0, help="classifier seed (one of classify.seeds)"),
              params_path: str = PARAMS_OPTION) -> None:
     """Train and evaluate one classifier; writes metrics/classify/<arm>_f<fraction>_s<seed>.json."""
+    from synthaug.classification import ArmData, train_and_evaluate  # torchvision: import only when used
+
     params, runtime = load_stage(params_path)
     with_real, sources = parse_arm(arm, params)
     if with_real and fraction is None:

@@ -9,7 +9,6 @@ from synthaug.config import ConfigError, as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
 from synthaug.generators.base import SOURCE_FAMILY
-from synthaug.metrics.fid import compute_stats, frechet_distance, load_stats, save_stats, validate_sample_count
 from synthaug.stages.common import (FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage, require,
                                     stage_command, write_metrics)
 from synthaug.tracking import stage_run
@@ -27,6 +26,8 @@ def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 @stage_command
 def fid_ref(params_path: str = PARAMS_OPTION) -> None:
     """Reference Inception statistics of `fid.num_images` real images of `fid.split`."""
+    from synthaug.metrics.fid import compute_stats, save_stats  # pytorch-fid: import only when used
+
     params, runtime = load_stage(params_path)
     f = params.fid
     split = load_prepared(require(REAL_DIR, "prepare"), f.split)
@@ -45,6 +46,8 @@ def fid_ref(params_path: str = PARAMS_OPTION) -> None:
 @stage_command
 def fid(source: str = typer.Argument(..., help="synthetic source"), params_path: str = PARAMS_OPTION) -> None:
     """FID of a source's shards against the reference statistics (written to metrics/fid/SOURCE.json)."""
+    from synthaug.metrics.fid import compute_stats, frechet_distance, load_stats, validate_sample_count
+
     params, runtime = load_stage(params_path)
     if source not in SOURCE_FAMILY:
         raise ConfigError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
