@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from synthaug.config import ConfigError, load_params
-from synthaug.stages.classify import parse_arm
+from synthaug.arms import parse_arm, study_items
 
 from conftest import SMOKE, set_key
 
@@ -150,5 +150,14 @@ def test_parse_arm():
     assert parse_arm("real+all", params) == (True, list(params.sources))
     with pytest.raises(ConfigError, match="unknown arm 'banana'"):
         parse_arm("banana", params)
-    with pytest.raises(ConfigError, match="arm 'synth:nope': unknown source 'nope'"):
+    with pytest.raises(ConfigError, match="arm 'synth:nope': source 'nope' is not in `sources`"):
         parse_arm("synth:nope", params)
+
+
+def test_study_items_match_the_dvc_matrices():
+    """The report reads exactly the classify runs dvc.yaml's matrices define for these params."""
+    params = load_params(SMOKE)
+    items = study_items(params)
+    n_src, n_f, n_seed = len(params.sources), len(params.fractions), len(params.classify.seeds)
+    assert len(items) == len(set(items)) == n_seed * (n_f * (2 + n_src) + n_src)
+    assert ("synth:ddim", None, 0) in items and ("real+all", 0.5, 0) in items

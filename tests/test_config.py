@@ -24,6 +24,18 @@ def test_shipped_params_and_smoke_profile_load():
     assert s.classify.model.arch == "resnet20" and s.classify.seeds == [0]
 
 
+@pytest.mark.parametrize("profile", ["cifar10", "cub200"])
+def test_gpu_profiles_are_complete_and_valid(profile):
+    p = load_params(REPO / "configs" / f"{profile}.yaml")
+    assert p.dataset.name == profile and p.device == "cuda"
+    assert p.fid.dims == 2048 and p.fid.num_images > 2048
+    # Complete files: every top-level section of the laptop default is spelled out, none left to defaults.
+    import yaml
+
+    default_keys = set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert default_keys <= set(yaml.safe_load((REPO / "configs" / f"{profile}.yaml").read_text()))
+
+
 def test_int_is_accepted_where_float_is_expected(write_params):
     p = load_params(write_params({"beta": 1, "vae.lr": 1}))
     assert p.beta == 1.0 and isinstance(p.beta, float)

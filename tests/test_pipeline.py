@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+FAMILIES = ("vae", "gan", "lsgan", "wgan_gp", "diffusion")
+SOURCES = ("vae", "gan", "lsgan", "wgan_gp", "ddpm", "ddim")
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +69,16 @@ def repro(project) -> tuple[Path, dict, str]:
 
 def test_repro_writes_metrics_and_report(repro):
     dest, _, out = repro
-    for stage in ("prepare", "fid_ref", "train@vae", "sample@vae", "fid@vae", "report"):
+    for stage in ("prepare", "fid_ref", "report", *(f"train@{f}" for f in FAMILIES),
+                  *(f"{s}@{src}" for s in ("sample", "fid") for src in SOURCES)):
         assert f"Running stage '{stage}'" in out
-    fid = json.loads((dest / "metrics/fid/vae.json").read_text())
-    assert math.isfinite(fid["fid"]) and fid["fid"] > 0 and fid["dims"] == 64
+    for src in SOURCES:
+        fid = json.loads((dest / f"metrics/fid/{src}.json").read_text())
+        assert math.isfinite(fid["fid"]) and fid["fid"] > 0 and fid["dims"] == 64, src
+        quality = json.loads((dest / f"metrics/sample/{src}.json").read_text())
+        assert quality["count"] == 300 and quality["real_diversity"] > 0 and quality["diversity"] > 0, src
     arms = {json.loads(p.read_text())["arm"] for p in (dest / "metrics/classify").glob("*.json")}
-    assert arms == {"real", "real+vae", "synth:vae", "real+all"}
+    assert arms == {"real", "real+all", *(f"real+{s}" for s in SOURCES), *(f"synth:{s}" for s in SOURCES)}
     for p in (dest / "metrics/classify").glob("*.json"):
         acc = json.loads(p.read_text())["test_accuracy"]
         assert 0.0 <= acc <= 1.0
@@ -103,6 +109,12 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     assert "vae.png" in {a.path for a in client.list_artifacts(sample.info.run_id)}
     assert by_name["fid@vae"].data.metrics["fid"] > 0
     assert "test_accuracy" in by_name["classify@real_f0.5_s0"].data.metrics
+    for sampler in ("ddpm", "ddim"):
+        assert by_name[f"sample@{sampler}"].data.metrics["seconds_per_image"] > 0
+    assert "wasserstein" in " ".join(by_name["train@wgan_gp"].data.metrics)
+    for gan in ("gan", "lsgan", "wgan_gp"):
+        logged = {a.path for a in client.list_artifacts(by_name[f"train@{gan}"].info.run_id)}
+        assert {"interpolation.png", f"{gan}.png"} <= logged, logged
 
 
 def test_beta_sweep_reruns_only_the_vae_chain(repro):

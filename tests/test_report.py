@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from synthaug.storage import StorageError
 from synthaug.report import accuracy_series, collect, markdown, mean_ci, summarise
 from synthaug.storage import save_json
 
@@ -91,9 +92,13 @@ def test_accuracy_series_only_fraction_arms():
     assert set(series["real+vae"]) == {0.5, 1.0}
 
 
-def test_collect_reads_metrics_files(tmp_path):
-    for i, r in enumerate(RUNS):
-        save_json(tmp_path / "classify" / f"run{i:02d}.json", r)
+def test_collect_reads_exactly_the_named_metrics_files(tmp_path):
+    slugs = [f"run{i:02d}" for i in range(len(RUNS))]
+    for slug, r in zip(slugs, RUNS):
+        save_json(tmp_path / "classify" / f"{slug}.json", r)
+    save_json(tmp_path / "classify" / "stale_f0.3_s9.json", {**RUNS[0], "fraction": 0.3})  # another setting's
     save_json(tmp_path / "fid" / "vae.json", FIDS["vae"])
-    runs, fids = collect(tmp_path)
+    runs, fids = collect(tmp_path, slugs, ["vae"])
     assert sorted(map(str, runs)) == sorted(map(str, RUNS)) and fids == FIDS
+    with pytest.raises(StorageError, match="run99.json"):
+        collect(tmp_path, slugs + ["run99"], ["vae"])

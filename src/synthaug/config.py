@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 DATASETS = ("fashion_mnist", "digits", "cifar10", "cub200", "imagefolder")
-SOURCES = ("vae",)  # grows as generator families land; `real+all` pools every listed source
+SOURCES = ("vae", "gan", "lsgan", "wgan_gp", "ddpm", "ddim")  # `real+all` pools every listed source
 
 
 class ConfigError(ValueError):

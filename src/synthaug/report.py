@@ -24,9 +24,11 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(st.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def collect(metrics_dir: Path) -> tuple[list[dict], dict[str, dict]]:
-    runs = [load_json(p) for p in sorted((metrics_dir / "classify").glob("*.json"))]
-    fids = {p.stem: load_json(p) for p in sorted((metrics_dir / "fid").glob("*.json"))}
+def collect(metrics_dir: Path, classify_slugs: list[str], sources: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """Exactly the metrics files the current params define (stale files of other settings are ignored);
+    a missing one is an error naming it."""
+    runs = [load_json(metrics_dir / "classify" / f"{slug}.json") for slug in classify_slugs]
+    fids = {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources}
     return runs, fids
 
 

@@ -1,7 +1,8 @@
 """What every generator family provides, and which family/sampler each synthetic source uses.
 
 A family module (e.g. `synthaug.generators.vae`) exposes
-- `train(spec, params, runtime, checkpoint, log_metrics, fingerprint) -> TrainResult`: trains (resuming
+- `train(spec, params, runtime, checkpoint, log_metrics, family=..., fingerprint=...) -> TrainResult`:
+  trains `family` (one module may serve several, e.g. the three GAN objectives) with `params.<family>`, resuming
   from `checkpoint` if present and made with the same `fingerprint`, see `training.run_training`) and
   leaves the final checkpoint there (a plain dict with a "config" entry);
 - `load_sampler(checkpoint, runtime, params, source) -> (sample_fn, settings)`: `sample_fn(labels,
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -47,7 +47,7 @@ class TrainResult:
     steps: int
     history: list[dict] = field(default_factory=list)
     summary: dict[str, float] = field(default_factory=dict)
-    artifacts: dict[str, Path] = field(default_factory=dict)  # extra files to log (e.g. interpolation grids)
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # uint8 grids to log, e.g. "interpolation.png"
 
 
 def family_module(family: str) -> ModuleType:

@@ -135,7 +135,7 @@ def make_config(spec: GeneratorSpec, p: GANParams) -> GANConfig:
 
 
 def train(spec: GeneratorSpec, params: Params, runtime: Runtime, checkpoint: Path,
-          log_metrics: Callable[[dict, int], None], family: str = "gan") -> TrainResult:
+          log_metrics: Callable[[dict, int], None], family: str = "gan", fingerprint: str = "") -> TrainResult:
     """Train the `family` objective (gan | lsgan | wgan_gp) with `params.<family>` for `steps` G steps."""
     if family not in OBJECTIVES:
         raise ValueError(f"unknown GAN family '{family}' (known: {', '.join(OBJECTIVES)})")
@@ -146,9 +146,12 @@ def train(spec: GeneratorSpec, params: Params, runtime: Runtime, checkpoint: Pat
     trainable = GANTrainable(G, D, runtime, p, family, p.steps)
     history = run_training(trainable, stream, runtime, p.steps, checkpoint, p.checkpoint_every, log_metrics,
                            log_every=p.log_every, desc=f"train {family}",
-                           extra_state=lambda: {"config": cfg.to_dict(), "family": family})
+                           extra_state=lambda: {"config": cfg.to_dict(), "family": family},
+                           fingerprint=fingerprint)
     summary = {f"final_{k}": v for k, v in history[-1].items() if k != "step"}
-    return TrainResult(steps=p.steps, history=history, summary=summary)
+    # Rows: classes; columns: one slerp path between two fixed noises (what z controls vs what y controls).
+    grid = interpolation_grid(trainable.ema.module, runtime, steps=8, seed=params.seed)
+    return TrainResult(steps=p.steps, history=history, summary=summary, images={"interpolation.png": grid})
 
 
 def load_generator(checkpoint: Path, runtime: Runtime, source: str | None = None) -> Generator:

@@ -41,7 +41,7 @@ class VAETrainable:
 
 
 def train(spec: GeneratorSpec, params: Params, runtime: Runtime, checkpoint: Path,
-          log_metrics: Callable[[dict, int], None], fingerprint: str = "") -> TrainResult:
+          log_metrics: Callable[[dict, int], None], family: str = "vae", fingerprint: str = "") -> TrainResult:
     p = params.vae
     cfg = VAEConfig(channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size,
                     latent_dim=p.latent_dim, base_channels=p.base_channels)

@@ -8,35 +8,14 @@ from __future__ import annotations
 import numpy as np
 import typer
 
-from synthaug.config import ConfigError, Params, as_dict
+from synthaug.config import ConfigError, as_dict
+from synthaug.arms import arm_slug, parse_arm
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
-from synthaug.generators.base import SOURCE_FAMILY
 from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage, require,
                                     stage_command, write_metrics)
 from synthaug.tracking import stage_run
-
-
-def parse_arm(arm: str, params: Params) -> tuple[bool, list[str]]:
-    """(uses real data, synthetic sources) of an arm name; a clear error for anything else."""
-    if arm == "real":
-        return True, []
-    if arm == "real+all":
-        return True, list(params.sources)
-    for prefix, with_real in (("real+", True), ("synth:", False)):
-        if arm.startswith(prefix):
-            source = arm[len(prefix):]
-            if source not in SOURCE_FAMILY:
-                raise ConfigError(f"arm '{arm}': unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
-            return with_real, [source]
-    raise ConfigError(f"unknown arm '{arm}' (use real, real+SOURCE, real+all or synth:SOURCE)")
-
-
-def arm_slug(arm: str, fraction: float | None, seed: int) -> str:
-    """File-system-safe name of one classify item, e.g. `real+vae_f0.1_s0`, `synth-vae_s0`."""
-    base = arm.replace(":", "-")
-    return f"{base}_s{seed}" if fraction is None else f"{base}_f{fraction_key(fraction)}_s{seed}"
 
 
 def load_synthetic(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:

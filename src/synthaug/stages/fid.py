@@ -34,11 +34,11 @@ def fid_ref(params_path: str = PARAMS_OPTION) -> None:
     if len(split.labels) < f.num_images:
         raise ConfigError(f"fid.num_images: {f.num_images} exceeds the {len(split.labels)} images of the "
                           f"{f.split} split")
-    idx = class_balanced_subset(split.labels, f.num_images, params.seed)
-    stats = compute_stats(split.images[idx], f.dims, runtime, f.batch_size)
-    save_stats(FID_REF, stats, {"split": f.split, "num_images": f.num_images, "dims": f.dims,
-                                "dataset": params.dataset.name})
     with stage_run("fid_ref", params.dataset.name, params={"fid": as_dict(f), **runtime.describe()}) as run:
+        idx = class_balanced_subset(split.labels, f.num_images, params.seed)
+        stats = compute_stats(split.images[idx], f.dims, runtime, f.batch_size)
+        save_stats(FID_REF, stats, {"split": f.split, "num_images": f.num_images, "dims": f.dims,
+                                    "dataset": params.dataset.name})
         run.log_metrics({"num_images": f.num_images})
     print(f"fid_ref: {f.num_images} {f.split} images, dims {f.dims}")
 
@@ -58,12 +58,12 @@ def fid(source: str = typer.Argument(..., help="synthetic source"), params_path:
     images, labels = read_shards(require(SYNTH_DIR / source, f"sample@{source}"))
     n = min(f.num_images, len(labels))
     validate_sample_count(n, f.dims)
-    idx = class_balanced_subset(labels, n, params.seed)
-    stats = compute_stats(images[idx], f.dims, runtime, f.batch_size)
-    value = frechet_distance(stats, ref)
-    metrics = {"fid": value, "num_images": n, "ref_num_images": ref_meta["num_images"], "dims": f.dims}
     with stage_run(f"fid@{source}", params.dataset.name,
                    params={"fid": as_dict(f), "ref_split": ref_meta["split"], **runtime.describe()}) as run:
+        idx = class_balanced_subset(labels, n, params.seed)
+        stats = compute_stats(images[idx], f.dims, runtime, f.batch_size)
+        value = frechet_distance(stats, ref)
+        metrics = {"fid": value, "num_images": n, "ref_num_images": ref_meta["num_images"], "dims": f.dims}
         run.log_metrics(metrics)
         run.set_tags({"source": source, "ref_split": ref_meta["split"]})
     write_metrics(METRICS / "fid" / f"{source}.json", {**metrics, "ref_split": ref_meta["split"]})

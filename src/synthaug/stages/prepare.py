@@ -17,18 +17,19 @@ def prepare(params_path: str = PARAMS_OPTION) -> None:
     """Load the real dataset, write data/real/{train,test}.npz, meta.json and fractions.json."""
     params, _ = load_stage(params_path)
     d = params.dataset
-    ds = load_dataset(d.name, d.root, d.image_size)
-    fractions = nested_fractions(ds.train.labels, params.fractions, params.seed)
-    with atomic_dir(REAL_DIR) as tmp:
-        meta = write_prepared(ds, tmp)
-        save_fractions(tmp / FRACTIONS.name, fractions, {"seed": params.seed, "fractions": params.fractions})
+    # The run spans the work, so its duration in MLflow is the stage's wall time.
     with stage_run("prepare", d.name, params={"dataset": as_dict(d), "fractions": params.fractions,
                                               "seed": params.seed}) as run:
+        ds = load_dataset(d.name, d.root, d.image_size)
+        fractions = nested_fractions(ds.train.labels, params.fractions, params.seed)
+        with atomic_dir(REAL_DIR) as tmp:
+            write_prepared(ds, tmp)
+            save_fractions(tmp / FRACTIONS.name, fractions, {"seed": params.seed, "fractions": params.fractions})
         run.log_metrics({"train_images": len(ds.train.labels), "test_images": len(ds.test.labels),
                          "num_classes": len(ds.class_names),
                          **{f"fraction_{k}_images": len(v) for k, v in fractions.items()}})
         run.set_tags({"class_names": ",".join(ds.class_names)})
     counts = np.bincount(ds.train.labels)
-    print(f"prepared {d.name}: {meta['counts']['train'] if 'counts' in meta else len(ds.train.labels)} train / "
+    print(f"prepared {d.name}: {len(ds.train.labels)} train / "
           f"{len(ds.test.labels)} test images, {len(ds.class_names)} classes "
           f"({counts.min()}-{counts.max()} per class)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synthaug.config import ConfigError
+from synthaug.arms import arm_slug, study_items
 from synthaug.plots import save_accuracy_png
 from synthaug.report import accuracy_series, collect, markdown, summarise
 from synthaug.stages.common import METRICS, PARAMS_OPTION, REPORTS, load_stage, stage_command
@@ -14,9 +14,8 @@ from synthaug.tracking import stage_run
 def report(params_path: str = PARAMS_OPTION) -> None:
     """Summarise every metrics/classify and metrics/fid file into reports/."""
     params, _ = load_stage(params_path)
-    runs, fids = collect(METRICS)
-    if not runs:
-        raise ConfigError(f"{METRICS / 'classify'}: no classify metrics found (run the classify stages first)")
+    slugs = [arm_slug(*item) for item in study_items(params)]
+    runs, fids = collect(METRICS, slugs, list(params.sources))
     summary = summarise(runs, fids)
     context = {"dataset": params.dataset.name, "protocol": "full", "arch": params.classify.model.arch,
                "steps": params.classify.model.steps, "synthetic_ratio": params.classify.synthetic_ratio}

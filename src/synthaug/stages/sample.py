@@ -10,9 +10,10 @@ import typer
 from tqdm import tqdm
 
 from synthaug.config import ConfigError, as_dict
-from synthaug.data.real import load_meta
+from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import write_shards
 from synthaug.generators.base import SOURCE_FAMILY, family_module
+from synthaug.metrics.diversity import within_class_diversity
 from synthaug.plots import class_grid, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
@@ -43,33 +44,27 @@ def sample(source: str = typer.Argument(..., help=f"synthetic source: {', '.join
     k, p = meta["num_classes"], params.sample
     sample_fn, settings = family_module(family).load_sampler(checkpoint, runtime, params, source)
     labels = np.repeat(np.arange(k, dtype=np.int64), p.per_class)
-    t0 = time.perf_counter()
-    images = generate(sample_fn, labels, p.batch_size, params.seed, f"sample {source}")
-    seconds = time.perf_counter() - t0
-    manifest = write_shards(SYNTH_DIR / source, images, labels, p.shard_size, k, extra={
-        "source": source, "family": family, "seed": params.seed, "checkpoint_sha256": sha256_file(checkpoint),
-        "sampler": settings})
-    grid_path = REPORTS / "grids" / f"{source}.png"
-    save_grid_png(grid_path, class_grid(images, labels, k, p.grid_per_class), meta["class_names"],
-                  title=f"{source}: {p.grid_per_class} samples per class")
-    metrics = {"count": manifest["count"], **sample_quality(images, labels, params)}
     with stage_run(f"sample@{source}", params.dataset.name,
                    params={"sample": as_dict(p), "seed": params.seed, "sampler": settings,
                            **runtime.describe()}) as run:
+        t0 = time.perf_counter()
+        images = generate(sample_fn, labels, p.batch_size, params.seed, f"sample {source}")
+        seconds = time.perf_counter() - t0
+        manifest = write_shards(SYNTH_DIR / source, images, labels, p.shard_size, k, extra={
+            "source": source, "family": family, "seed": params.seed,
+            "checkpoint_sha256": sha256_file(checkpoint), "sampler": settings})
+        grid_path = REPORTS / "grids" / f"{source}.png"
+        save_grid_png(grid_path, class_grid(images, labels, k, p.grid_per_class), meta["class_names"],
+                      title=f"{source}: {p.grid_per_class} samples per class")
+        metrics = {"count": manifest["count"], **sample_quality(images, labels)}
         run.log_metrics({**metrics, "seconds_per_image": seconds / len(labels), "sampling_seconds": seconds})
         run.log_artifact(grid_path)
     write_metrics(METRICS / "sample" / f"{source}.json", metrics)
     print(f"sample@{source}: {len(labels)} images in {seconds:.1f} s ({1000 * seconds / len(labels):.2f} ms/image)")
 
 
-def sample_quality(images: np.ndarray, labels: np.ndarray, params) -> dict[str, float]:
+def sample_quality(images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Within-class diversity of the samples beside that of real training images (mode-collapse check)."""
-    try:
-        from synthaug.metrics.diversity import within_class_diversity
-    except ImportError:  # the diversity metric lands with the GAN family
-        return {}
-    from synthaug.data.real import load_prepared
-
     real = load_prepared(REAL_DIR, "train")
     synth_div = within_class_diversity(images, labels)
     real_div = within_class_diversity(real.images, real.labels)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import typer
 
 from synthaug.config import ConfigError, as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.generators.base import FAMILIES, GeneratorSpec, family_module
-from synthaug.plots import save_curves_png
+from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, load_stage, require,
                                     stage_command, write_metrics)
 from synthaug.storage import save_json
@@ -46,14 +49,16 @@ def train(family: str = typer.Argument(..., help=f"generator family: {', '.join(
     fingerprint = fingerprint_of(logged, meta.get("source"), str(runtime.device))
     with stage_run(f"train@{family}", params.dataset.name, params=logged) as run:
         result = family_module(family).train(spec, params, runtime, checkpoint, run.log_metrics,
-                                             fingerprint=fingerprint)
+                                             family=family, fingerprint=fingerprint)
         save_json(PLOTS / "train" / f"{family}.json", result.history)
         curves = PLOTS / "train" / f"{family}.png"
         save_curves_png(curves, result.history, f"train@{family}")
         run.log_artifact(curves)
         summary = {"steps": result.steps, **result.summary}
         run.log_metrics(summary)
-        for name, path in result.artifacts.items():
-            run.log_artifact(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, grid in result.images.items():
+                save_grid_png(Path(tmp) / name, grid, title=f"train@{family}: {name.rsplit('.', 1)[0]}")
+                run.log_artifact(Path(tmp) / name)
     write_metrics(METRICS / "train" / f"{family}.json", summary)
     print(f"train@{family}: {result.steps} steps, " + ", ".join(f"{k}={v:.4g}" for k, v in result.summary.items()))
