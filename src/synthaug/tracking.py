@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -98,13 +97,6 @@ class Tracker:
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def log_figure(self, fig, name: str) -> None:
-        """Log a matplotlib figure as a PNG artifact `name`."""
-        with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / name
-            fig.savefig(p, dpi=100, bbox_inches="tight")
-            self.log_artifact(p)
 
 
 @contextlib.contextmanager

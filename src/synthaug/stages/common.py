@@ -5,10 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import typer
 
@@ -86,10 +84,3 @@ def require(path: Path, made_by: str) -> Path:
 def write_metrics(path: Path, metrics: dict) -> None:
     """A small flat JSON of numbers (DVC metrics, `cache: false`)."""
     save_json(path, {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()})
-
-
-@contextmanager
-def timed(metrics: dict, key: str = "wall_seconds") -> Iterator[None]:
-    t0 = time.perf_counter()
-    yield
-    metrics[key] = round(time.perf_counter() - t0, 2)
