@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import yaml
 from synthaug.config import ConfigError, load_params
 from synthaug.arms import parse_arm, study_items
 
+from forkrun import FORK_DRIVER
 from conftest import SMOKE, set_key
 
 # name -> (command line, params changes, text the error line must contain)
@@ -39,38 +39,8 @@ CASES = {
     "unknown-source-in-arm": (["classify", "real+nope", "--fraction", "0.5"], {}, "arm 'real+nope'"),
 }
 PLAIN = "unknown-key"  # this case runs as a plain `python -m synthaug` subprocess
-COMMANDS = ("prepare", "train", "sample", "fid-ref", "fid", "classify", "report")
+COMMANDS = ("prepare", "train", "invert", "sample", "fid-ref", "fid", "classify", "report")
 
-# Imports the CLI once, then forks one child per case; a child runs `python -m synthaug` in-process.
-FORK_DRIVER = textwrap.dedent("""
-    import json, os, runpy, sys, traceback
-    import synthaug.cli  # the expensive imports, once
-    cases = json.load(open(sys.argv[1]))
-    codes = {}
-    for name, c in cases.items():
-        sys.stdout.flush(); sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.chdir(c["cwd"])
-                os.environ.clear(); os.environ.update(c["env"])
-                for fd, path in ((1, c["stdout"]), (2, c["stderr"])):
-                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-                sys.argv = ["synthaug", *c["args"]]
-                try:
-                    runpy.run_module("synthaug", run_name="__main__", alter_sys=True)
-                    code = 0
-                except SystemExit as e:
-                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-                except BaseException:
-                    traceback.print_exc()
-            finally:
-                sys.stdout.flush(); sys.stderr.flush()
-                os._exit(code)
-        codes[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    print(json.dumps(codes))
-""")
 
 
 def _env(root: Path) -> dict[str, str]:

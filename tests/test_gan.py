@@ -207,6 +207,28 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, name):
     assert a["trainable"]["sched_g"]["_last_lr"] == [0.0]
 
 
+def test_lazy_gradient_penalty_on_every_kth_critic_update_weighted_k_times(tmp_path, monkeypatch):
+    lams = []
+    real_gp = family.gradient_penalty
+
+    def recording_gp(D, real, fake, y, lam, *args, **kwargs):
+        lams.append(lam)
+        return real_gp(D, real, fake, y, lam, *args, **kwargs)
+
+    monkeypatch.setattr(family, "gradient_penalty", recording_gp)
+    params = _params("wgan_gp", n_critic=2, gp_every=3, steps=4, gp_lambda=10.0)
+    full, _ = _train("wgan_gp", params, tmp_path / "full.pt")
+    # critic updates 0..7 (step * n_critic + k): penalised are 0, 3, 6 -> in G steps 1, 2 and 4 (1-based)
+    assert lams == [30.0] * 3
+    assert [h["step"] for h in full.history if "gp" in h] == [1, 2, 4]
+    assert all("wasserstein" in h for h in full.history)
+    lams.clear()
+    with pytest.raises(Killed):
+        _train("wgan_gp", params, tmp_path / "resumed.pt", kill_at=3)
+    resumed, _ = _train("wgan_gp", params, tmp_path / "resumed.pt")
+    assert resumed.history == full.history  # the schedule of penalised updates survives a resume
+
+
 def test_critic_batches_are_distinct_and_a_function_of_the_step():
     spec = _spec()
     stream = family.BatchStream(spec.images, spec.labels, batch_size=8, seed=0)

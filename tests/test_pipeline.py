@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("vae", "gan", "lsgan", "wgan_gp", "diffusion")
-SOURCES = ("vae", "gan", "lsgan", "wgan_gp", "ddpm", "ddim")
+SOURCES = ("vae", "gan", "lsgan", "wgan_gp", "ddpm", "ddim", "dinv")
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def repro(project) -> tuple[Path, dict, str]:
 
 def test_repro_writes_metrics_and_report(repro):
     dest, _, out = repro
-    for stage in ("prepare", "fid_ref", "report", *(f"train@{f}" for f in FAMILIES),
+    for stage in ("prepare", "fid_ref", "invert", "report", *(f"train@{f}" for f in FAMILIES),
                   *(f"{s}@{src}" for s in ("sample", "fid") for src in SOURCES)):
         assert f"Running stage '{stage}'" in out
     for src in SOURCES:
@@ -109,8 +109,12 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     assert "vae.png" in {a.path for a in client.list_artifacts(sample.info.run_id)}
     assert by_name["fid@vae"].data.metrics["fid"] > 0
     assert "test_accuracy" in by_name["classify@real_f0.5_s0"].data.metrics
-    for sampler in ("ddpm", "ddim"):
+    for sampler in ("ddpm", "ddim", "dinv"):
         assert by_name[f"sample@{sampler}"].data.metrics["seconds_per_image"] > 0
+    invert = by_name["invert"]
+    assert {"loss", "loss_learned", "loss_class_embedding"} <= set(invert.data.metrics)
+    assert {"invert.png", "dinv.png"} <= {a.path for a in client.list_artifacts(invert.info.run_id)}
+    assert by_name["sample@dinv"].data.params["sampler.sampler"] == "ddim"
     assert "wasserstein" in " ".join(by_name["train@wgan_gp"].data.metrics)
     for gan in ("gan", "lsgan", "wgan_gp"):
         logged = {a.path for a in client.list_artifacts(by_name[f"train@{gan}"].info.run_id)}

@@ -6,6 +6,7 @@ import typer
 
 from synthaug.stages.classify import classify
 from synthaug.stages.fid import fid, fid_ref
+from synthaug.stages.invert import invert
 from synthaug.stages.prepare import prepare
 from synthaug.stages.report import report
 from synthaug.stages.sample import sample
@@ -15,6 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="synthaug: does synthetic data from generative models make an image classifier better?")
 app.command("prepare")(prepare)
 app.command("train")(train)
+app.command("invert")(invert)
 app.command("sample")(sample)
 app.command("fid-ref")(fid_ref)
 app.command("fid")(fid)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 DATASETS = ("fashion_mnist", "digits", "cifar10", "cub200", "imagefolder")
-SOURCES = ("vae", "gan", "lsgan", "wgan_gp", "ddpm", "ddim")  # `real+all` pools every listed source
+SOURCES = ("vae", "gan", "lsgan", "wgan_gp", "ddpm", "ddim", "dinv")  # `real+all` pools every listed source
 
 
 class ConfigError(ValueError):
@@ -64,6 +64,9 @@ class GANParams:
     beta2: float = field(default=0.9, metadata=rng(ge=0, lt=1))
     n_critic: int = field(default=1, metadata=rng(ge=1, le=100))  # D steps per G step
     gp_lambda: float = field(default=10.0, metadata=rng(ge=0))  # used by wgan_gp only
+    # wgan_gp only: the penalty on every gp_every-th critic update, weighted gp_lambda * gp_every ("lazy
+    # regularisation", Karras et al. 2020, StyleGAN2 §3.1); 1 = every update (Gulrajani et al. 2017).
+    gp_every: int = field(default=1, metadata=rng(ge=1, le=100))
     spectral_norm: bool = True
     lr_decay: bool = True  # linear decay to 0 over `steps`
     ema_decay: float = field(default=0.999, metadata=rng(ge=0, lt=1))
@@ -104,6 +107,32 @@ class DDIMSamplerParams:
     eta: float = field(default=0.0, metadata=rng(ge=0, le=1))
     guidance_scale: float = field(default=1.0, metadata=rng(ge=0))
     compile: bool = False
+
+
+@dataclass
+class InvertParams:
+    """Diffusion Inversion (Zhou et al. 2023): one conditioning vector learned per group of real training images
+    of a class, with the trained diffusion model frozen (stage `invert`)."""
+
+    group_size: int = field(default=10, metadata=rng(ge=1, le=65536))  # images per embedding; 1: one per image
+    groups_per_class: int = field(default=20, metadata=rng(ge=0))  # 0: every training image, in groups
+    steps: int = field(default=1000, metadata=rng(ge=1))
+    batch_size: int = field(default=64, metadata=rng(ge=1, le=65536))
+    lr: float = field(default=0.01, metadata=rng(gt=0, le=10))
+    checkpoint_every: int = field(default=250, metadata=rng(ge=1))
+    log_every: int = field(default=50, metadata=rng(ge=1))
+    preview_groups: int = field(default=1, metadata=rng(ge=0, le=16))  # per class, in the real-vs-sample grid
+    preview_steps: int = field(default=25, metadata=rng(ge=1, le=10000))  # DDIM steps of that grid
+
+
+@dataclass
+class DInvSamplerParams:
+    """Sampling source `dinv` from the learned embeddings; the DDIM settings (steps, eta, compile) are `ddim`'s,
+    so dinv and ddim differ only in their conditioning."""
+
+    noise_scale: float = field(default=0.1, metadata=rng(ge=0))  # lambda in c + lambda * N(0, I)
+    interpolation: float = field(default=0.5, metadata=rng(ge=0, le=1))  # share of samples mixing two embeddings
+    guidance_scale: float = field(default=1.0, metadata=rng(ge=0))  # unconditional = the mean learned embedding
 
 
 @dataclass
@@ -170,6 +199,8 @@ class Params:
     diffusion: DiffusionParams = field(default_factory=DiffusionParams)
     ddpm: DDPMSamplerParams = field(default_factory=DDPMSamplerParams)
     ddim: DDIMSamplerParams = field(default_factory=DDIMSamplerParams)
+    invert: InvertParams = field(default_factory=InvertParams)
+    dinv: DInvSamplerParams = field(default_factory=DInvSamplerParams)
     sample: SampleParams = field(default_factory=SampleParams)
     fid: FIDParams = field(default_factory=FIDParams)
     classify: ClassifyParams = field(default_factory=ClassifyParams)

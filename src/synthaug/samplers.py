@@ -174,27 +174,32 @@ class DDIMSampler(_Sampler):
                 "schedule": self.schedule.name}
 
 
-CondEpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, y) -> eps
+CondEpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, c) -> eps
 
 
-def guided_eps_fn(model_fn: CondEpsFn, labels: torch.Tensor, null_label: int, scale: float) -> EpsFn:
+def guided_eps_fn(model_fn: CondEpsFn, cond: torch.Tensor, null: int | torch.Tensor, scale: float) -> EpsFn:
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6 rewritten with s = 1 + w):
 
-        eps = eps(x_t, t, null) + s (eps(x_t, t, y) - eps(x_t, t, null))
+        eps = eps(x_t, t, null) + s (eps(x_t, t, c) - eps(x_t, t, null))
 
-    s = 1 is plain conditional sampling and then is exactly `model_fn(x, t, labels)` (no unconditional pass);
-    s = 0 is unconditional sampling. Otherwise both passes run as one batch of 2B.
+    `cond` is what the model is conditioned on (class labels [B], or conditioning vectors [B, D] for Diffusion
+    Inversion) and `null` its unconditional counterpart: the null label (an int), or a tensor of cond's shape
+    (e.g. the mean learned embedding). s = 1 is plain conditional sampling and then is exactly `model_fn(x, t, cond)` (no unconditional
+    pass); s = 0 is unconditional sampling. Otherwise both passes run as one batch of 2B.
     """
     if scale < 0:
         raise ValueError(f"guidance scale must be >= 0, got {scale}")
+    if isinstance(null, int):
+        null = torch.full_like(cond, null)
+    if null.shape != cond.shape:
+        raise ValueError(f"null conditioning {list(null.shape)} must match the conditioning {list(cond.shape)}")
     if scale == 1.0:
-        return lambda x, t: model_fn(x, t, labels)
-    null = torch.full_like(labels, null_label)
+        return lambda x, t: model_fn(x, t, cond)
     if scale == 0.0:
         return lambda x, t: model_fn(x, t, null)
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps_c, eps_u = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float().chunk(2)
+        eps_c, eps_u = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null])).float().chunk(2)
         return eps_u + scale * (eps_c - eps_u)
 
     return eps_fn

@@ -29,31 +29,94 @@ class StorageError(RuntimeError):
     """A file that is missing, corrupt or of the wrong kind; the message names it."""
 
 
+class WriteError(OSError):
+    """Writing an output failed (a full disk, a file-size limit, a read-only folder); the message names the
+    output. A runtime fault (exit code 1): the previous version of the output, if any, is left untouched."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: cannot write ({self.strerror}); nothing was replaced"
+
+
+def _write_error(e: OSError, path: Path) -> WriteError:
+    return WriteError(e.errno, e.strerror or str(e), str(path))
+
+
+def _make_parents(folder: Path) -> Path | None:
+    """mkdir -p `folder`; returns the topmost folder this created (None if it existed)."""
+    top = None
+    p = folder
+    while not p.exists():
+        top, p = p, p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return top
+
+
+def _remove_empty(folder: Path, top: Path | None) -> None:
+    """After a failed write, remove the folders `_make_parents` created for it, if they are still empty."""
+    if top is None:
+        return
+    p = folder
+    while True:
+        try:
+            p.rmdir()
+        except OSError:  # not empty (another output lives there) or already gone
+            return
+        if p == top:
+            return
+        p = p.parent
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs should be readable like any other
+    created = _make_parents(path.parent)
+    done = False
     try:
-        yield tmp
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs should be readable like any other
+            yield tmp
+            os.replace(tmp, path)
+            done = True
+        except WriteError:
+            raise
+        except OSError as e:  # ENOSPC, EFBIG, EROFS...: one line naming the output, not the temp file
+            raise _write_error(e, path) from None
+        finally:
+            tmp.unlink(missing_ok=True)
     finally:
-        tmp.unlink(missing_ok=True)
+        if not done:
+            _remove_empty(path.parent, created)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` (whole) only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(path.parent)
+    done = False
+    try:
+        with _atomic_dir(path) as tmp:
+            yield tmp
+        done = True
+    finally:
+        if not done:
+            _remove_empty(path.parent, created)
+
+
+@contextlib.contextmanager
+def _atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; outputs should be readable like any other
     try:
-        yield tmp
+        try:
+            yield tmp
+        except WriteError as e:  # a file written inside the folder: name it by its final place
+            name = Path(e.filename)
+            raise _write_error(e, path / name.relative_to(tmp) if name.is_relative_to(tmp) else name) from None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -102,10 +165,35 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.nda
         raise StorageError(f"{path}: corrupt or truncated npz ({e})") from None
 
 
+class _RecordingWriter:
+    """A file wrapper for torch.save that keeps the OSError of a failed write: torch reports a full disk as
+    an opaque RuntimeError ("unexpected pos ..."), and we want the real cause in the error line."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Save a plain dict of tensors/state dicts (loadable with weights_only=True)."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            writer = _RecordingWriter(f)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -40,6 +40,11 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
+def redact(uri: str) -> str:
+    """A tracking URI fit for messages and logs: credentials in it (`http://user:secret@host`) become `***`."""
+    return re.sub(r"^([A-Za-z][\w+.-]*://)[^/@]*@", r"\1***@", uri)
+
+
 def git_commit(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -54,13 +59,16 @@ def _check_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    parts = urllib.parse.urlsplit(uri)  # credentials in the URI are for MLflow, not for this probe
+    probe = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+        urllib.request.urlopen(probe.rstrip("/") + "/health", timeout=5)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise TrackingError(f"MLFLOW_TRACKING_URI={uri} is unreachable ({reason})") from None
+        raise TrackingError(f"MLFLOW_TRACKING_URI={redact(uri)} is unreachable ({reason})") from None
 
 
 class Tracker:
@@ -110,16 +118,16 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     root = repo_root()
     uri = tracking_uri()
     _check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
     name = f"synthaug-{dataset}"
     try:
+        client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp else client.create_experiment(
             name, artifact_location=None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlruns").as_uri(),
             tags=dict([EXPERIMENT_KIND_TAG]))
     except Exception as e:  # any backend failure: one line, naming the store
-        raise TrackingError(f"cannot use MLflow store {uri}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") \
-            from None
+        detail = (str(e).strip().splitlines() or [""])[0][:200].strip().replace(uri, redact(uri))
+        raise TrackingError(f"cannot use MLflow store {redact(uri)}: {type(e).__name__}: {detail}") from None
     run_tags = {
         "mlflow.runName": stage,
         "synthaug.stage": stage,

@@ -17,12 +17,15 @@ from types import ModuleType
 
 import numpy as np
 
-# family -> module; source -> family (two diffusion samplers share one trained model)
+# family -> module; source -> family (two diffusion samplers share one trained model; dinv steers it)
 FAMILIES = {"vae": "synthaug.generators.vae", "gan": "synthaug.generators.gan",
             "lsgan": "synthaug.generators.gan", "wgan_gp": "synthaug.generators.gan",
             "diffusion": "synthaug.generators.diffusion"}
+# Families made by another stage than `train`, with that stage: Diffusion Inversion steers the trained diffusion
+# model with vectors the `invert` stage learns.
+DERIVED = {"dinv": ("synthaug.generators.inversion", "invert")}
 SOURCE_FAMILY = {"vae": "vae", "gan": "gan", "lsgan": "lsgan", "wgan_gp": "wgan_gp",
-                 "ddpm": "diffusion", "ddim": "diffusion"}
+                 "ddpm": "diffusion", "ddim": "diffusion", "dinv": "dinv"}
 
 
 @dataclass
@@ -51,9 +54,16 @@ class TrainResult:
 
 
 def family_module(family: str) -> ModuleType:
+    if family in DERIVED:
+        return importlib.import_module(DERIVED[family][0])
     if family not in FAMILIES:
         raise ValueError(f"unknown generator family '{family}' (known: {', '.join(FAMILIES)})")
     return importlib.import_module(FAMILIES[family])
+
+
+def producer(family: str) -> str:
+    """The DVC stage that leaves models/<family>/checkpoint.pt."""
+    return DERIVED[family][1] if family in DERIVED else f"train@{family}"
 
 
 def source_family(source: str) -> str:

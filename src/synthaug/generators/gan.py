@@ -67,7 +67,8 @@ class GANTrainable:
         # Drawn on CPU from the global generator (saved in checkpoints), then moved: identical on resume.
         return torch.randn(n, self.G.cfg.z_dim).to(self.runtime.device)
 
-    def _d_step(self, real: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def _d_step(self, real: torch.Tensor, y: torch.Tensor, d_update: int = 0) -> dict[str, float]:
+        """One critic update; its index `d_update` (step * n_critic + k) decides whether the lazy penalty applies."""
         rt = self.runtime
         with torch.no_grad(), rt.autocast():
             fake = self.G(self._noise(len(y)), y)
@@ -76,10 +77,13 @@ class GANTrainable:
         loss = discriminator_loss(self.objective, d_real, d_fake)  # fp32
         out = {"d_loss": loss.item()}
         if self.objective == "wgan_gp":
-            with rt.autocast():  # bf16 double backward is accurate enough here: see gradient_penalty
-                gp = gradient_penalty(self.D, real, fake, y, self.p.gp_lambda)
-            loss = loss + gp
-            out.update(gp=gp.item(), wasserstein=wasserstein_estimate(d_real, d_fake).item())
+            out["wasserstein"] = wasserstein_estimate(d_real, d_fake).item()
+            # A pure function of the update index, so a resumed run penalises exactly the same updates.
+            if d_update % self.p.gp_every == 0:
+                with rt.autocast():  # bf16 double backward is accurate enough here: see gradient_penalty
+                    gp = gradient_penalty(self.D, real, fake, y, self.p.gp_lambda * self.p.gp_every)
+                loss = loss + gp
+                out["gp"] = gp.item() / self.p.gp_every  # logged on the gp_lambda scale
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
@@ -102,8 +106,8 @@ class GANTrainable:
         """`images` holds n_critic real batches (see CriticBatches); G trains on the labels of the first."""
         n = self.p.n_critic
         d_logs: dict[str, list[float]] = {}
-        for real, y in zip(images.chunk(n), labels.chunk(n)):
-            for k, v in self._d_step(real, y).items():
+        for i, (real, y) in enumerate(zip(images.chunk(n), labels.chunk(n))):
+            for k, v in self._d_step(real, y, step * n + i).items():
                 d_logs.setdefault(k, []).append(v)
         g_loss = self._g_step(labels.chunk(n)[0])
         self.sched_g.step()

@@ -12,7 +12,7 @@ from synthaug.generators.base import GeneratorSpec, TrainResult
 from synthaug.nets.vae import ConditionalVAE, VAEConfig
 from synthaug.objectives.vae import annealed_beta, vae_loss
 from synthaug.runtime import Runtime
-from synthaug.storage import load_checkpoint, load_state_strict
+from synthaug.storage import StorageError, load_checkpoint, load_state_strict
 from synthaug.training import BatchStream, run_training
 
 
@@ -61,6 +61,8 @@ def train(spec: GeneratorSpec, params: Params, runtime: Runtime, checkpoint: Pat
 def load_sampler(checkpoint: Path, runtime: Runtime, params: Params, source: str):
     """Return f(labels, generator) -> images in [-1, 1] from the decoder with z ~ N(0, I)."""
     state = load_checkpoint(checkpoint, map_location="cpu")
+    if state.get("family") != "vae":
+        raise StorageError(f"{checkpoint}: holds a '{state.get('family')}' model, not 'vae'")
     cfg = VAEConfig(**state["config"])
     model = ConditionalVAE(cfg)
     load_state_strict(model, state["trainable"]["model"], checkpoint)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from synthaug.config import ConfigError, as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import write_shards
-from synthaug.generators.base import SOURCE_FAMILY, family_module
+from synthaug.generators.base import SOURCE_FAMILY, family_module, producer
 from synthaug.metrics.diversity import within_class_diversity
 from synthaug.plots import class_grid, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
@@ -39,7 +39,7 @@ def sample(source: str = typer.Argument(..., help=f"synthetic source: {', '.join
     if source not in SOURCE_FAMILY:
         raise ConfigError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
     family = SOURCE_FAMILY[source]
-    checkpoint = require(MODELS / family / "checkpoint.pt", f"train@{family}")
+    checkpoint = require(MODELS / family / "checkpoint.pt", producer(family))
     meta = load_meta(require(REAL_DIR, "prepare"))
     k, p = meta["num_classes"], params.sample
     sample_fn, settings = family_module(family).load_sampler(checkpoint, runtime, params, source)

@@ -1,0 +1,31 @@
+"""Groups of real training images of one class: the unit Diffusion Inversion learns an embedding for."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synthaug.data.real import DatasetError
+
+
+def class_groups(labels: np.ndarray, group_size: int, groups_per_class: int, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Split a seeded selection of each class's images into groups of `group_size` images.
+
+    Returns `members` int64 [G, group_size] (indices into `labels`) and `group_labels` int64 [G], ordered by
+    class. `groups_per_class` 0 takes as many whole groups as each class holds (a remainder is left out);
+    asking for more groups than a class can fill is an error, not a silently smaller study.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    rng = np.random.default_rng(seed)
+    members, group_labels = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = len(idx) // group_size if groups_per_class == 0 else groups_per_class
+        if n == 0 or n * group_size > len(idx):
+            raise DatasetError(f"class {int(c)} has {len(idx)} training images: too few for "
+                               f"{max(n, 1)} group(s) of {group_size} (lower invert.group_size or "
+                               "invert.groups_per_class)")
+        members.append(idx[:n * group_size].reshape(n, group_size))
+        group_labels.append(np.full(n, c, dtype=np.int64))
+    return np.concatenate(members).astype(np.int64), np.concatenate(group_labels)

@@ -1,0 +1,49 @@
+"""`invert`: Diffusion Inversion: learn conditioning vectors for groups of real images on the frozen diffusion model."""
+
+from __future__ import annotations
+
+from synthaug.config import ConfigError, as_dict
+from synthaug.data.groups import class_groups
+from synthaug.data.real import load_meta, load_prepared
+from synthaug.generators.inversion import PREVIEW, invert as invert_groups
+from synthaug.plots import save_curves_png, save_grid_png
+from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
+                                    stage_command, write_metrics)
+from synthaug.storage import save_json, sha256_file
+from synthaug.tracking import stage_run
+from synthaug.training import fingerprint_of
+
+CHECKPOINT = MODELS / "dinv" / "checkpoint.pt"  # the learned vectors (+ optimiser state, for resuming)
+
+
+@stage_command
+def invert(params_path: str = PARAMS_OPTION) -> None:
+    """Learn one embedding per group of `invert.group_size` real training images (resumes if killed)."""
+    params, runtime = load_stage(params_path)
+    p = params.invert
+    diffusion = require(MODELS / "diffusion" / "checkpoint.pt", "train@diffusion")
+    meta = load_meta(require(REAL_DIR, "prepare"))
+    split = load_prepared(REAL_DIR, "train")
+    members, group_labels = class_groups(split.labels, p.group_size, p.groups_per_class, params.seed)
+    if p.batch_size > members.size:
+        raise ConfigError(f"invert.batch_size: {p.batch_size} exceeds the {members.size} images in the groups")
+    logged = {"invert": as_dict(p), "seed": params.seed, "groups": len(group_labels),
+              "inverted_images": int(members.size), **runtime.describe()}
+    fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), str(runtime.device))
+    with stage_run("invert", params.dataset.name, params=logged) as run:
+        result = invert_groups(split.images, members, group_labels, diffusion, params, runtime, CHECKPOINT,
+                               run.log_metrics, fingerprint=fingerprint)
+        save_json(PLOTS / "invert" / "dinv.json", result.history)
+        curves = PLOTS / "invert" / "dinv.png"
+        save_curves_png(curves, result.history, "invert: denoising loss of the learned embeddings")
+        run.log_artifact(curves)
+        run.log_metrics(result.summary)
+        if PREVIEW in result.images:  # absent with invert.preview_groups 0
+            names = [n for k, n in enumerate(meta["class_names"]) for _ in range(min(p.preview_groups,
+                     int((group_labels == k).sum())))]
+            save_grid_png(REPORTS / "grids" / PREVIEW, result.images[PREVIEW], names,
+                          title="real group | samples from its learned embedding | from its class embedding")
+            run.log_artifact(REPORTS / "grids" / PREVIEW)
+    write_metrics(METRICS / "invert.json", {"steps": result.steps, **result.summary})
+    print(f"invert: {len(group_labels)} groups of {p.group_size}; denoising loss {result.summary['loss_learned']:.4f} "
+          f"with learned embeddings vs {result.summary['loss_class_embedding']:.4f} with class embeddings")

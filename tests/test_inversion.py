@@ -1,0 +1,198 @@
+"""Diffusion Inversion: group selection, learned embeddings beat class embeddings, sampling from embeddings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from synthaug.config import Params
+from synthaug.data.groups import class_groups
+from synthaug.data.real import DatasetError
+from synthaug.generators import diffusion, inversion
+from synthaug.generators.base import GeneratorSpec
+from synthaug.runtime import make_runtime, seed_everything
+from synthaug.samplers import DDIMSampler
+from synthaug.storage import StorageError, load_checkpoint
+from synthaug.training import to_model_range
+
+
+def toy_images(n_per_class: int = 32, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of 8x8 striped squares whose stripes run across with probability 0.85, 0.5 and 0.15.
+
+    The orientation varies within each class, and the classes differ in how often it occurs, so the U-Net's
+    conditioning space has an orientation direction (as Fashion-MNIST's classes differ in brightness or print
+    and vary in them too). An embedding learned on one image can move along it; its class embedding cannot.
+    """
+    rng = np.random.default_rng(seed)
+    stripes = np.arange(size) % 2 == 0
+    across = np.repeat(stripes[:, None], size, axis=1).astype(np.uint8) * 255
+    labels = np.repeat(np.arange(3), n_per_class)
+    p_across = np.array([0.85, 0.5, 0.15])[labels]
+    images = np.where((rng.random(len(labels)) < p_across)[:, None, None], across, across.T)
+    box = np.zeros((size, size), dtype=np.uint8)
+    box[1:-1, 1:-1] = 1
+    return (images * box)[..., None], labels
+
+
+def toy_params(tmp_steps: int = 800) -> Params:
+    params = Params(seed=0)
+    params.diffusion = dataclasses.replace(params.diffusion, base_channels=16, channel_mult=[1, 2],
+                                           num_res_blocks=1, attn_resolutions=[], dropout=0.0, timesteps=50,
+                                           steps=tmp_steps, batch_size=32, lr=2e-3, warmup_steps=20,
+                                           ema_decay=0.99, checkpoint_every=1000, log_every=100)
+    params.invert = dataclasses.replace(params.invert, group_size=1, groups_per_class=2, steps=300, batch_size=6,
+                                        lr=0.1, checkpoint_every=100, log_every=25, preview_groups=1,
+                                        preview_steps=10)
+    params.ddim = dataclasses.replace(params.ddim, steps=10)
+    return params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny class-conditional diffusion model trained on the toy classes (fp32, CPU), and its data."""
+    runtime = make_runtime("cpu", "fp32")
+    seed_everything(0)
+    images, labels = toy_images()
+    params = toy_params()
+    ckpt = tmp_path_factory.mktemp("diffusion") / "checkpoint.pt"
+    diffusion.train(GeneratorSpec(images, labels, 3), params, runtime, ckpt, lambda m, s: None)
+    return runtime, params, images, labels, ckpt
+
+
+class Killed(Exception):
+    pass
+
+
+def run_inversion(trained, tmp_path, kill_at: int | None = None, **changes):
+    """Invert the toy groups (one image each) into tmp_path/dinv.pt; `kill_at` raises at that logged step."""
+    runtime, params, images, labels, ckpt = trained
+    params = dataclasses.replace(params, invert=dataclasses.replace(params.invert, **changes))
+    members, group_labels = class_groups(labels, params.invert.group_size, params.invert.groups_per_class, 0)
+
+    def log(metrics, step):
+        if step == kill_at:
+            raise Killed(step)
+
+    seed_everything(0)
+    result = inversion.invert(images, members, group_labels, ckpt, params, runtime, tmp_path / "dinv.pt", log,
+                              fingerprint="t")
+    return params, members, group_labels, result
+
+
+# ---------------------------------------------------------------- groups
+def test_class_groups_are_disjoint_single_class_and_seeded():
+    labels = np.repeat(np.arange(3), [7, 9, 5])
+    members, group_labels = class_groups(labels, 2, 0, seed=1)
+    assert members.shape == (3 + 4 + 2, 2)
+    assert list(group_labels) == [0] * 3 + [1] * 4 + [2] * 2
+    assert len(np.unique(members)) == members.size  # no image in two groups
+    assert all((labels[m] == k).all() for m, k in zip(members, group_labels))
+    again, _ = class_groups(labels, 2, 0, seed=1)
+    other, _ = class_groups(labels, 2, 0, seed=2)
+    assert np.array_equal(members, again) and not np.array_equal(members, other)
+    capped, capped_labels = class_groups(labels, 2, 1, seed=1)
+    assert capped.shape == (3, 2) and list(capped_labels) == [0, 1, 2]
+
+
+def test_class_groups_refuse_more_groups_than_a_class_holds():
+    labels = np.repeat(np.arange(2), [10, 3])
+    with pytest.raises(DatasetError, match="class 1 has 3 training images"):
+        class_groups(labels, 2, 2, seed=0)
+    with pytest.raises(DatasetError, match="class 1"):
+        class_groups(labels, 4, 0, seed=0)
+
+
+# ---------------------------------------------------------------- inversion
+def test_learned_embedding_denoises_its_group_better_than_the_class_embedding(trained, tmp_path):
+    params, members, group_labels, result = run_inversion(trained, tmp_path)
+    assert result.summary["loss_learned"] < result.summary["loss_class_embedding"]
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    # the checkpoint holds what sampling needs, and the frozen model is untouched
+    state = load_checkpoint(tmp_path / "dinv.pt")
+    assert state["family"] == "dinv" and state["step"] == params.invert.steps
+    assert torch.equal(state["group_labels"], torch.from_numpy(group_labels))
+    assert state["trainable"]["embeddings"]["weight"].shape == (len(members), 64)
+    assert result.images[inversion.PREVIEW].shape[0] == 3 * (8 + 2)  # one row per class (preview_groups 1)
+
+
+def test_killed_inversion_resumes_to_the_same_embeddings(trained, tmp_path):
+    _, _, _, whole = run_inversion(trained, tmp_path / "a")
+    with pytest.raises(Killed):  # killed at step 150, after the checkpoint of step 100
+        run_inversion(trained, tmp_path / "b", kill_at=150)
+    assert load_checkpoint(tmp_path / "b" / "dinv.pt")["step"] == 100
+    resumed = run_inversion(trained, tmp_path / "b")[3]
+    a = load_checkpoint(tmp_path / "a" / "dinv.pt")["trainable"]["embeddings"]["weight"]
+    b = load_checkpoint(tmp_path / "b" / "dinv.pt")["trainable"]["embeddings"]["weight"]
+    assert torch.equal(a, b)
+    assert resumed.history == whole.history and resumed.summary == whole.summary
+
+
+def test_samples_from_an_image_embedding_are_closer_to_it_than_class_samples(trained, tmp_path):
+    runtime, params, images, labels, ckpt = trained
+    _, members, group_labels, _ = run_inversion(trained, tmp_path)
+    state = load_checkpoint(tmp_path / "dinv.pt")
+    vectors = state["trainable"]["embeddings"]["weight"]
+    net, schedule = inversion.frozen_diffusion(ckpt, runtime)
+    class_vectors = net.class_embedding(torch.from_numpy(group_labels)).detach()
+    sample_fn = inversion.InversionSampleFn(net, DDIMSampler(schedule, 10), runtime, 1.0, False, progress=False)
+    d_own, d_cls = [], []
+    for g in range(len(members)):  # 8 samples per image, the same start noise for both embeddings
+        target = to_model_range(images[members[g]])  # [1, C, H, W]
+        own = sample_fn.sample_vectors(vectors[[g] * 8], torch.Generator().manual_seed(g))
+        cls = sample_fn.sample_vectors(class_vectors[[g] * 8], torch.Generator().manual_seed(g))
+        d_own.append(((own - target) ** 2).mean().item())
+        d_cls.append(((cls - target) ** 2).mean().item())
+    assert np.mean(d_own) < 0.8 * np.mean(d_cls), (d_own, d_cls)
+    assert sum(a < b for a, b in zip(d_own, d_cls)) > len(members) / 2, (d_own, d_cls)
+
+
+def test_conditioner_without_noise_or_interpolation_gives_the_embeddings_own_samples():
+    vectors = torch.randn(5, 4)
+    group_labels = torch.tensor([1, 0, 1, 0, 1])
+    labels = torch.tensor([0, 1, 1, 0, 1, 1])
+    plain = inversion.EmbeddingConditioner(vectors, group_labels, 2, noise_scale=0.0, interpolation=0.0)
+    cond = plain(labels, torch.Generator().manual_seed(0))
+    for c, y in zip(cond, labels):  # each row is exactly one learned vector of its own class
+        assert any(torch.equal(c, vectors[g]) for g in (group_labels == y).nonzero().flatten())
+    assert torch.allclose(plain.null, vectors.mean(0))
+    # same draws, with perturbation: differs by exactly lambda * noise; with interpolation: stays in the class
+    noisy = inversion.EmbeddingConditioner(vectors, group_labels, 2, noise_scale=0.5, interpolation=0.0)
+    delta = noisy(labels, torch.Generator().manual_seed(0)) - cond
+    assert 0 < delta.abs().max() and torch.allclose(delta.std(), torch.tensor(0.5), atol=0.35)
+    mixed = inversion.EmbeddingConditioner(vectors, group_labels, 2, noise_scale=0.0, interpolation=1.0)
+    m = mixed(labels, torch.Generator().manual_seed(0))
+    for c, y in zip(m, labels):
+        own = vectors[group_labels == y]
+        lo, hi = own.min(0).values, own.max(0).values
+        assert bool(((c >= lo - 1e-6) & (c <= hi + 1e-6)).all())  # a convex mix of same-class vectors
+
+
+def test_sampling_with_lambda_0_reproduces_the_embeddings_own_samples(trained, tmp_path):
+    runtime, params, *_ = trained
+    run_inversion(trained, tmp_path)
+    p = dataclasses.replace(params, dinv=dataclasses.replace(params.dinv, noise_scale=0.0, interpolation=0.0))
+    sample_fn, settings = inversion.load_sampler(tmp_path / "dinv.pt", runtime, p)
+    sample_fn.progress = False
+    assert settings["sampler"] == "ddim" and settings["steps"] == 10 and settings["noise_scale"] == 0.0
+    labels = torch.tensor([0, 1, 2, 2])
+    x = sample_fn(labels, torch.Generator().manual_seed(5))
+    # redo by hand: the same generator draws the vectors, then the start noise
+    gen = torch.Generator().manual_seed(5)
+    cond = sample_fn.conditioner(labels, gen)
+    again = sample_fn.sample_vectors(cond, gen, sample_fn.conditioner.null)
+    assert torch.equal(x, again)
+    vectors = load_checkpoint(tmp_path / "dinv.pt")["trainable"]["embeddings"]["weight"]
+    assert all(any(torch.equal(c, v) for v in vectors) for c in cond)
+
+
+def test_sampler_refuses_embeddings_of_another_diffusion_model(trained, tmp_path):
+    runtime, params, *_ = trained
+    run_inversion(trained, tmp_path)
+    state = load_checkpoint(tmp_path / "dinv.pt")
+    state["diffusion_sha256"] = "0" * 64
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(StorageError, match="re-run the `invert` stage"):
+        inversion.load_sampler(tmp_path / "other.pt", runtime, params)
