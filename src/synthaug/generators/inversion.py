@@ -203,12 +203,17 @@ def invert(images: np.ndarray, members: np.ndarray, group_labels: np.ndarray, di
                        images={PREVIEW: grid} if grid is not None else {})
 
 
+def preview_rows(group_labels: np.ndarray, per_class: int) -> list[int]:
+    """The groups the preview grid shows, one row each: the first `per_class` groups of every class."""
+    return [int(g) for k in np.unique(group_labels) for g in np.flatnonzero(group_labels == k)[:per_class]]
+
+
 def preview_grid(net: UNet, schedule: NoiseSchedule, runtime: Runtime, images: np.ndarray, members: np.ndarray,
                  group_labels: np.ndarray, vectors: torch.Tensor, class_vectors: torch.Tensor, per_class: int,
                  steps: int, seed: int) -> np.ndarray | None:
     """One row per previewed group: its first real images | samples from its learned vector | samples from its
     class embedding from the same start noise (DDIM, eta 0, no perturbation)."""
-    rows = [g for k in np.unique(group_labels) for g in np.flatnonzero(group_labels == k)[:per_class]]
+    rows = preview_rows(group_labels, per_class)
     if not rows:
         return None
     sample_fn = InversionSampleFn(net, DDIMSampler(schedule, steps, eta=0.0), runtime, 1.0, False, progress=False)

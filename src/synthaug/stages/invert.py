@@ -5,7 +5,7 @@ from __future__ import annotations
 from synthaug.config import ConfigError, as_dict
 from synthaug.data.groups import class_groups
 from synthaug.data.real import load_meta, load_prepared
-from synthaug.generators.inversion import PREVIEW, invert as invert_groups
+from synthaug.generators.inversion import PREVIEW, invert as invert_groups, preview_rows
 from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
                                     stage_command, write_metrics)
@@ -39,8 +39,7 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
         run.log_artifact(curves)
         run.log_metrics(result.summary)
         if PREVIEW in result.images:  # absent with invert.preview_groups 0
-            names = [n for k, n in enumerate(meta["class_names"]) for _ in range(min(p.preview_groups,
-                     int((group_labels == k).sum())))]
+            names = [meta["class_names"][group_labels[g]] for g in preview_rows(group_labels, p.preview_groups)]
             save_grid_png(REPORTS / "grids" / PREVIEW, result.images[PREVIEW], names,
                           title="real group | samples from its learned embedding | from its class embedding")
             run.log_artifact(REPORTS / "grids" / PREVIEW)
