@@ -43,10 +43,10 @@ def test_bce_losses_match_hand_computation():
 
 
 def test_least_squares_losses_match_hand_computation():
-    # a = 0 (fake), b = 1 (real), c = 1 (G's target)
-    d = 0.5 * np.mean([(v - 1) ** 2 for v in REAL.tolist()]) + 0.5 * np.mean([v ** 2 for v in FAKE.tolist()])
-    g = 0.5 * np.mean([(v - 1) ** 2 for v in FAKE.tolist()])
-    assert (obj.LSGAN_A, obj.LSGAN_B, obj.LSGAN_C) == (0.0, 1.0, 1.0)
+    # a = -1 (fake), b = 1 (real), c = 0 (G's target)
+    d = 0.5 * np.mean([(v - 1) ** 2 for v in REAL.tolist()]) + 0.5 * np.mean([(v + 1) ** 2 for v in FAKE.tolist()])
+    g = 0.5 * np.mean([v ** 2 for v in FAKE.tolist()])
+    assert (obj.LSGAN_A, obj.LSGAN_B, obj.LSGAN_C) == (-1.0, 1.0, 0.0)
     assert obj.d_loss_ls(REAL, FAKE).item() == pytest.approx(d, rel=1e-6)
     assert obj.g_loss_ls(FAKE).item() == pytest.approx(g, rel=1e-6)
 

@@ -18,8 +18,8 @@ from synthaug.nets.vae import ConditionalVAE, VAEConfig
 from synthaug.objectives.vae import annealed_beta, kl_to_standard_normal, vae_loss
 from synthaug.runtime import seed_everything
 from synthaug.storage import load_checkpoint
-from synthaug.training import (EMA, BatchStream, NonFiniteLossError, check_finite, run_training, to_model_range,
-                               to_uint8)
+from synthaug.training import (EMA, BatchStream, NonFiniteLossError, check_finite, fingerprint_of, run_training,
+                               to_model_range, to_uint8)
 
 NUM_CLASSES = 4
 
@@ -192,6 +192,39 @@ def test_checkpoint_with_other_fingerprint_is_not_resumed(tmp_path, runtime):
     assert hist == fresh_hist
     _assert_same_state(trained, fresh)
     assert load_checkpoint(ckpt)["fingerprint"] == "new-settings"
+
+
+def test_checkpoint_made_by_other_code_is_not_resumed(tmp_path, runtime):
+    ckpt = tmp_path / "c.pt"
+    _vae_run(runtime, ckpt, total=4, fingerprint="settings+old-code")
+    _, fresh_hist, _ = _vae_run(runtime, None, total=4, fingerprint="settings+new-code")
+    _, hist, logged = _vae_run(runtime, ckpt, total=4, fingerprint="settings+new-code")
+    assert [s for s, _ in logged] == [2, 3, 4] and hist == fresh_hist  # retrained, not taken as complete
+    assert load_checkpoint(ckpt)["fingerprint"] == "settings+new-code"
+
+
+def test_checkpoint_from_before_code_hashes_is_resumed(tmp_path, runtime):
+    ckpt = tmp_path / "c.pt"
+    _vae_run(runtime, ckpt, total=4, fingerprint="settings")  # written before fingerprints carried a code hash
+    _, _, logged = _vae_run(runtime, ckpt, total=4, fingerprint="settings+any-code")
+    assert logged == []  # complete: nothing trained again
+    _, _, logged = _vae_run(runtime, ckpt, total=4, fingerprint="other-settings+any-code")
+    assert [s for s, _ in logged] == [2, 3, 4]
+
+
+def test_fingerprint_hashes_the_code_it_names(tmp_path, monkeypatch):
+    module = tmp_path / "fp_probe_module.py"
+    module.write_text("LOSS = 'l2'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = fingerprint_of({"lr": 1e-3}, code=["fp_probe_module", "synthaug.training"])
+    assert before == fingerprint_of({"lr": 1e-3}, code=["synthaug.training", "fp_probe_module"])
+    settings, code = before.split("+")
+    assert settings == fingerprint_of({"lr": 1e-3})
+    other_lr = fingerprint_of({"lr": 2e-3}, code=["fp_probe_module", "synthaug.training"])
+    assert other_lr == f"{fingerprint_of({'lr': 2e-3})}+{code}"
+    module.write_text("LOSS = 'l1'\n")  # an edited loss: same settings, other code hash
+    after = fingerprint_of({"lr": 1e-3}, code=["fp_probe_module", "synthaug.training"])
+    assert after.split("+")[0] == settings and after.split("+")[1] != code
 
 
 def test_vae_family_train_and_sample(tmp_path, runtime):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -122,21 +123,22 @@ def run_training(
     """Train to `total_steps`, resuming from `checkpoint` if it exists; returns the logged history.
 
     The checkpoint holds {"step", "trainable", "rng", "history", "fingerprint"} (+ `extra_state()`),
-    written atomically every `checkpoint_every` steps and at the end. It is resumed only when its
-    `fingerprint` (a hash of everything that defines the run) equals ours: DVC keeps the file between
-    runs (`persist: true`) so that a killed stage resumes, and a changed parameter must start afresh.
+    written atomically every `checkpoint_every` steps and at the end. It is resumed only when it was made
+    by the same run (see `fingerprint_of`): DVC keeps the file between runs (`persist: true`) so that a
+    killed stage resumes, and a changed parameter or changed training code must start afresh.
     With `checkpoint=None` nothing is saved.
     """
     start, history = 0, []
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=runtime.device)
-        if state.get("fingerprint") == fingerprint:
+        why_not = _why_not_resumable(str(state.get("fingerprint", "")), fingerprint)
+        if why_not is None:
             trainable.load_state_dict(state["trainable"])
             set_rng_state(state["rng"])
             start, history = int(state["step"]), list(state["history"])
             log.info("resuming %s from step %d of %d (%s)", desc, start, total_steps, checkpoint)
         else:
-            log.info("%s: %s was made with other settings; training from scratch", desc, checkpoint)
+            log.warning("%s: %s was made %s; training from scratch", desc, checkpoint, why_not)
     if start >= total_steps:
         return history
 
@@ -172,10 +174,37 @@ def run_training(
     return history
 
 
-def fingerprint_of(*parts) -> str:
-    """A short stable hash of JSON-able parts (params section, data checksum, seed...)."""
+def fingerprint_of(*parts, code: Iterable[str] = ()) -> str:
+    """What defines a training run, as "<settings hash>+<code hash>".
+
+    `parts`: JSON-able settings (params section, data checksum, seed...). `code`: the dotted names of the
+    modules whose source defines the training (the stage's code deps in dvc.yaml), hashed by file
+    content, so an edited loss or network never resumes a checkpoint the old code made.
+    """
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    settings = hashlib.sha256(blob).hexdigest()[:16]
+    if not code:
+        return settings
+    digest = hashlib.sha256()
+    for name in sorted(set(code)):
+        digest.update(name.encode() + b"\0" + source_file(name).read_bytes())
+    return f"{settings}+{digest.hexdigest()[:16]}"
+
+
+def source_file(module: str) -> Path:
+    return Path(importlib.import_module(module).__file__).resolve()
+
+
+def _why_not_resumable(stored: str, ours: str) -> str | None:
+    settings, _, made_by = stored.partition("+")
+    our_settings, _, our_code = ours.partition("+")
+    if settings != our_settings:
+        return "with other settings"
+    # A checkpoint without a code hash predates them (written before code hashes were recorded): resumed
+    # as before, so that finished runs are not thrown away; every checkpoint written now carries one.
+    if made_by and made_by != our_code:
+        return "by other training code"
+    return None
 
 
 def iterate_batches(n: int, batch_size: int) -> Iterable[slice]:

@@ -6,7 +6,10 @@ A family module (e.g. `synthaug.generators.vae`) exposes
   from `checkpoint` if present and made with the same `fingerprint`, see `training.run_training`) and
   leaves the final checkpoint there (a plain dict with a "config" entry);
 - `load_sampler(checkpoint, runtime, params, source) -> (sample_fn, settings)`: `sample_fn(labels,
-  torch.Generator) -> float images in [-1, 1]`, `settings` a flat dict recorded in the shard manifest.
+  torch.Generator) -> float images in [-1, 1]`, `settings` a flat dict recorded in the shard manifest;
+- `TRAINING_CODE`: the other modules whose source defines what it trains (its nets, objective...). With the
+  module itself, `synthaug.training` and the stage, they are the stage's code deps in dvc.yaml, and their
+  content is part of the checkpoint's fingerprint (a test keeps the two lists equal).
 """
 
 from __future__ import annotations
@@ -70,3 +73,8 @@ def source_family(source: str) -> str:
     if source not in SOURCE_FAMILY:
         raise ValueError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
     return SOURCE_FAMILY[source]
+
+
+def training_code(module: ModuleType, stage: str) -> tuple[str, ...]:
+    """The modules whose source defines what `module` trains when run by the stage module `stage`."""
+    return (stage, "synthaug.training", module.__name__, *module.TRAINING_CODE)

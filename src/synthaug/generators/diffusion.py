@@ -28,6 +28,9 @@ from synthaug.samplers import DDIMSampler, DDPMSampler, MaybeCompiled, guided_ep
 from synthaug.storage import StorageError, load_checkpoint, load_state_strict
 from synthaug.training import EMA, BatchStream, run_training
 
+# Besides this module, synthaug.training and the stage (see generators/base.py).
+TRAINING_CODE = ("synthaug.nets.unet", "synthaug.objectives.diffusion")
+
 GRAD_CLIP = 1.0
 
 

@@ -23,6 +23,9 @@ from synthaug.runtime import Runtime
 from synthaug.storage import StorageError, load_checkpoint, load_state_strict
 from synthaug.training import EMA, BatchStream, run_training, to_uint8
 
+# Besides this module, synthaug.training and the stage (see generators/base.py).
+TRAINING_CODE = ("synthaug.nets.gan", "synthaug.objectives.gan")
+
 
 class CriticBatches:
     """Serves G step s the n_critic real batches s*n .. s*n+n-1 of `stream`, concatenated.

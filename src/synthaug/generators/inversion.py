@@ -33,6 +33,10 @@ from synthaug.samplers import DDIMSampler, guided_eps_fn
 from synthaug.storage import StorageError, load_checkpoint, load_state_strict, sha256_file
 from synthaug.training import BatchStream, iterate_batches, run_training, to_model_range, to_uint8
 
+# Besides this module, synthaug.training and the stage (see generators/base.py).
+TRAINING_CODE = ("synthaug.generators.diffusion", "synthaug.nets.unet", "synthaug.objectives.diffusion",
+                 "synthaug.samplers", "synthaug.data.groups")
+
 PREVIEW_IMAGES = 4  # per row of the preview grid: real group images | learned-embedding samples | class samples
 PREVIEW = "invert.png"  # the preview grid's file name
 EVAL_GROUPS = 100  # groups whose images score the learned against the class embedding

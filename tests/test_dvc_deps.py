@@ -1,0 +1,46 @@
+"""dvc.yaml's code deps of the training stages equal the code their checkpoints' fingerprints hash.
+
+Both lists say "this code defines what the stage trains": DVC re-runs the stage when one of its files changes,
+and the persisted checkpoint is resumed only if the same files are unchanged. If they drifted apart, an edit
+could re-run a stage that then resumes the old code's checkpoint, or change training without re-running it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthaug.generators.base import FAMILIES, family_module, training_code
+from synthaug.training import source_file
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _render(text: str, key: str, item: dict) -> str:
+    text = text.replace("${key}", key)
+    return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), text)
+
+
+def _code_deps(stage: dict, key: str = "", item: dict | None = None) -> set[str]:
+    deps = [_render(d, key, item or {}) for d in stage["deps"]]
+    return {d for d in deps if d.startswith("src/")}
+
+
+def _fingerprinted(module_name: str, stage_module: str) -> set[str]:
+    names = training_code(family_module(module_name), stage_module)
+    return {source_file(n).relative_to(ROOT).as_posix() for n in names}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_train_stage_deps_are_the_fingerprinted_code(family):
+    train = STAGES["train"]
+    deps = _code_deps(train["do"], family, train["foreach"][family])
+    assert deps == _fingerprinted(family, "synthaug.stages.train")
+
+
+def test_invert_stage_deps_are_the_fingerprinted_code():
+    assert _code_deps(STAGES["invert"]) == _fingerprinted("dinv", "synthaug.stages.invert")
