@@ -38,8 +38,9 @@ def prepared_template(root: Path) -> Path:
     ds = load_dataset("digits", None, 32)
     real = root / "data" / "real"
     write_prepared(ds, real)
-    save_fractions(real / "fractions.json", nested_fractions(ds.train.labels, smoke["fractions"], 0),
-                   {"seed": 0, "fractions": smoke["fractions"]})
+    wanted = sorted(set(smoke["fractions"]) | set(smoke["real_fractions"]) | {smoke["generator_fraction"]})
+    save_fractions(root / "data" / "fractions.json", nested_fractions(ds.train.labels, wanted, 0),
+                   {"seed": 0, "fractions": wanted})
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 30)
     write_shards(root / "data" / "synthetic" / "vae", rng.integers(0, 256, (300, 32, 32, 1), dtype=np.uint8),
@@ -210,10 +211,10 @@ g.vae_loss = lambda *a: tuple(t * float("nan") for t in _loss(*a))  # the loss d
 """
 DISK_FULL = """
 import errno, numpy
-def _full(f, *a, **k):  # half of the file reaches the disk, then the disk is full
-    f.write(b"PK\\x03\\x04" + bytes(4096))
+def _full(f, *a, **k):  # part of the file reaches the disk, then the disk is full
+    f.write(bytes(4096))
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-numpy.savez_compressed = _full
+numpy.lib.format.write_array = _full
 """
 DISK_FULL_CHECKPOINT = """
 import errno, io, torch
@@ -264,7 +265,7 @@ CATALOGUE: list[Case] = [
     Case("params-batch-size-range", "batch size out of range", ("classify", "real", "--fraction", "0.5"),
          "classify.model.batch_size: must be >= 2, got 1", 2, {"classify.model.batch_size": 1}),
     Case("params-batch-larger-than-data", "batch size larger than the training set", ("train", "vae"),
-         "vae.batch_size: 5000 exceeds the 1438 training images", 2, {"vae.batch_size": 5000}, P),
+         "vae.batch_size: 5000 exceeds the 721 training images", 2, {"vae.batch_size": 5000}, P),
     Case("params-fid-count", "FID sample count not above its dims", ("fid-ref",),
          "fid.num_images: FID with dims=64 needs at least 65 images", 2, {"fid.num_images": 64},
          covered="test_config"),
@@ -283,8 +284,12 @@ CATALOGUE: list[Case] = [
          covered="test_cli_errors (sample)"),
     Case("unknown-source-in-arm", "unknown source in a classifier arm", ("classify", "synth:nope"),
          "arm 'synth:nope': source 'nope' is not in `sources`", 2, covered="test_cli_errors"),
-    Case("fraction-not-prepared", "--fraction not among the prepared ones", ("classify", "real", "--fraction", "0.3"),
-         "--fraction 0.3: not among the prepared fractions", 2, workspace=P),
+    Case("fraction-not-in-arm", "--fraction the arm does not run at", ("classify", "real+vae", "--fraction", "0.25"),
+         "--fraction 0.25: arm 'real+vae' does not run there", 2, workspace=P),
+    Case("fraction-not-prepared", "a fraction `prepare` has not written", ("classify", "real", "--fraction", "0.3"),
+         "--fraction 0.3: not among the prepared fractions", 2, {"real_fractions": [0.25, 0.3]}, workspace=P),
+    Case("params-generator-leak", "mixed arms below the generators' subset", ("classify", "real+vae"),
+         "fractions: 0.25 is below generator_fraction 0.5", 2, {"fractions": [0.25, 0.5]}),
     # -- dataset files
     Case("dataset-file-missing", "a Fashion-MNIST file missing", ("prepare",), "t10k-labels-idx1-ubyte(.gz): missing",
          2, mutate=fashion_missing_file, covered="test_data"),

@@ -157,7 +157,7 @@ def test_train_and_evaluate_mixed_arm(runtime):
     p = ClassifierParams(arch="resnet20", steps=2, batch_size=8, lr=0.01, augment="crop", eval_batch_size=16,
                          log_every=1)
     logged = []
-    m = train_and_evaluate(ArmData(real, syn), real, 2, p, 0.25, runtime, seed=0,
+    m, _ = train_and_evaluate(ArmData(real, syn), real, 2, p, 0.25, runtime, seed=0,
                            log_metrics=lambda d, s: logged.append(s))
     assert logged == [1, 2]
     assert m["synthetic_per_batch"] == 2 and m["real_images"] == 40 and m["synthetic_images"] == 16

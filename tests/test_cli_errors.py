@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from synthaug.config import ConfigError, load_params
-from synthaug.arms import parse_arm, study_items
+from synthaug.arms import parse_arm, study_arms, study_items
 
 from conftest import SMOKE, set_key
 
@@ -80,10 +80,14 @@ def test_parse_arm():
         parse_arm("synth:nope", params)
 
 
-def test_study_items_match_the_dvc_matrices():
-    """The report reads exactly the classify runs dvc.yaml's matrices define for these params."""
+def test_study_items_match_the_dvc_stages():
+    """The report reads exactly the classify runs that dvc.yaml's per-arm stages train for these params."""
     params = load_params(SMOKE)
     items = study_items(params)
     n_src, n_f, n_seed = len(params.sources), len(params.fractions), len(params.classify.seeds)
-    assert len(items) == len(set(items)) == n_seed * (n_f * (2 + n_src) + n_src)
-    assert ("synth:ddim", None, 0) in items and ("real+all", 0.5, 0) in items
+    n_curve = len(set(params.fractions) | set(params.real_fractions))
+    assert len(items) == len(set(items)) == n_seed * (n_curve + n_f * (1 + n_src) + n_src)
+    assert ("synth:ddim", None, 0) in items and ("real+all", 0.5, 1) in items and ("real", 0.25, 0) in items
+    assert ("real+vae", 0.25, 0) not in items  # the extra curve points are the real arm's alone
+    assert study_arms(params) == ["real", "real+all", *(f"real+{s}" for s in params.sources),
+                                  *(f"synth:{s}" for s in params.sources)]

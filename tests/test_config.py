@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthaug.config import ConfigError, Params, load_params
+from synthaug.config import prepared_fractions, real_curve_fractions, ConfigError, Params, load_params
 
 from conftest import REPO, SMOKE
 
@@ -21,7 +21,8 @@ def test_shipped_params_and_smoke_profile_load():
     s = load_params(SMOKE)
     assert s.dataset.name == "digits" and s.device == "cpu"
     assert s.vae.base_channels == 8 and s.fid.dims == 64 and s.fid.num_images > 64
-    assert s.classify.model.arch == "resnet20" and s.classify.seeds == [0]
+    assert s.classify.model.arch == "resnet20" and s.classify.seeds == [0, 1]
+    assert s.generator_fraction == 0.5 and min(s.fractions) >= s.generator_fraction
 
 
 @pytest.mark.parametrize("profile", ["cifar10", "cub200"])
@@ -80,6 +81,11 @@ def _error(path) -> str:
     ({"classify.seeds": [1, 1]}, ["classify.seeds", "distinct"]),
     ({"classify.seeds": []}, ["classify.seeds"]),
     ({"classify.model.augment": "mixup"}, ["classify.model.augment", "'mixup'"]),
+    ({"real_fractions": [0.1, 0.1]}, ["real_fractions", "distinct"]),
+    ({"real_fractions": [2.0]}, ["real_fractions[0]", "(0, 1]"]),
+    ({"generator_fraction": 0}, ["generator_fraction", "> 0"]),
+    # mixed arms at a fraction below the generators' subset would leak real images the classifier never had
+    ({"fractions": [0.25, 1.0]}, ["fractions: 0.25 is below generator_fraction 0.5", "generator_fraction: 1.0"]),
 ])
 def test_bad_params_give_one_line_error_naming_the_key(write_params, changes, expected):
     msg = _error(write_params(changes))
@@ -101,3 +107,12 @@ def test_non_mapping_file_is_refused(write_params, text):
 def test_missing_file(tmp_path):
     msg = _error(tmp_path / "nope.yaml")
     assert "not found" in msg
+
+
+def test_leak_is_allowed_only_as_the_explicit_all_data_setting(write_params):
+    p = load_params(write_params({"fractions": [0.1, 0.25], "generator_fraction": 1.0}))
+    assert p.generator_fraction == 1.0 and p.fractions == [0.1, 0.25]
+    p = load_params(write_params({"fractions": [0.25, 0.5], "generator_fraction": 0.25, "real_fractions": [0.01]}))
+    assert real_curve_fractions(p) == [0.01, 0.25, 0.5] and prepared_fractions(p) == [0.01, 0.25, 0.5]
+    p = load_params(write_params({"fractions": [0.5], "generator_fraction": 0.3}))
+    assert prepared_fractions(p) == [0.25, 0.3, 0.5]  # real_fractions 0.25 of the smoke profile, and 0.3

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from synthaug.data import real
-from synthaug.data.fractions import (load_fractions, nested_fractions, save_fractions,
+from synthaug.data.fractions import (generator_indices, load_fractions, nested_fractions, save_fractions,
+                                     subset_indices,
                                      stratified_holdout)
 from synthaug.data.real import (DatasetError, RealDataset, RealSplit, load_dataset, load_meta,
                                 load_prepared, read_idx, write_prepared)
@@ -364,6 +365,35 @@ def test_fractions_save_load(tmp_path):
     save_fractions(tmp_path / "bad.json", {"0.1": [3, 1]}, {})
     with pytest.raises(DatasetError, match="bad.json: fraction 0.1: indices must be sorted"):
         load_fractions(tmp_path / "bad.json")
+
+
+def test_generator_subset_is_the_listed_fraction_whatever_else_is_listed():
+    """The generators' subset equals data/fractions.json's entry for generator_fraction, however many other
+    fractions are prepared beside it, and lies inside every larger fraction (so mixed arms contain it)."""
+    for others in ([0.1, 1.0], [0.05, 0.25, 0.5, 1.0], [0.25]):
+        d = nested_fractions(LABELS, [*others, 0.25], seed=5)
+        assert subset_indices(LABELS, 0.25, seed=5).tolist() == d["0.25"]
+        assert generator_indices(LABELS, 0.25, seed=5).tolist() == d["0.25"]
+        for f in others:
+            if f >= 0.25:
+                assert set(d["0.25"]) <= set(d[str(f)])
+    capped = generator_indices(LABELS, 0.5, seed=5, cap=30)  # smoke-size cap: a class-balanced part of the subset
+    assert set(capped) <= set(subset_indices(LABELS, 0.5, seed=5))
+    assert np.bincount(LABELS[capped]).tolist() == [10, 10, 4]  # 10 a class, or all of a smaller class
+
+
+def test_prepared_npz_bytes_depend_only_on_the_arrays(tmp_path):
+    """Re-running `prepare` leaves byte-identical files, so DVC re-runs nothing downstream of data/real."""
+    x = np.arange(600, dtype=np.uint8).reshape(6, 10, 10, 1)
+    save_npz(tmp_path / "a.npz", images=x, labels=np.arange(6))
+    first = (tmp_path / "a.npz").read_bytes()
+    import time
+
+    time.sleep(2.1)  # zip timestamps have a 2 s resolution
+    save_npz(tmp_path / "a.npz", images=x, labels=np.arange(6))
+    assert (tmp_path / "a.npz").read_bytes() == first
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as z:
+        assert np.array_equal(z["images"], x) and z["labels"].tolist() == list(range(6))
 
 
 def test_stratified_holdout():

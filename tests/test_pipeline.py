@@ -6,6 +6,7 @@ metrics and the sample grid, and `dvc exp run -S beta=0.8` re-runs exactly the V
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,18 +79,52 @@ def test_repro_writes_metrics_and_report(repro):
         assert math.isfinite(fid["fid"]) and fid["fid"] > 0 and fid["dims"] == 64, src
         quality = json.loads((dest / f"metrics/sample/{src}.json").read_text())
         assert quality["count"] == 300 and quality["real_diversity"] > 0 and quality["diversity"] > 0, src
-    arms = {json.loads(p.read_text())["arm"] for p in (dest / "metrics/classify").glob("*.json")}
-    assert arms == {"real", "real+all", *(f"real+{s}" for s in SOURCES), *(f"synth:{s}" for s in SOURCES)}
-    for p in (dest / "metrics/classify").glob("*.json"):
-        acc = json.loads(p.read_text())["test_accuracy"]
-        assert 0.0 <= acc <= 1.0
+    records = [json.loads(p.read_text()) for p in (dest / "metrics/classify").glob("*/*.json")]
+    assert {r["arm"] for r in records} == {"real", "real+all", *(f"real+{s}" for s in SOURCES),
+                                           *(f"synth:{s}" for s in SOURCES)}
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in records)
+    # each arm got the real subset and the synthetic images it should
+    subsets = json.loads((dest / "data/fractions.json").read_text())["fractions"]
+    for r in records:
+        want_real = 0 if r["fraction"] is None else len(subsets[repr(float(r["fraction"]))])
+        want_synth = {"real": 0, "real+all": 300 * len(SOURCES)}.get(r["arm"], 300)
+        assert (r["real_images"], r["synthetic_images"]) == (want_real, want_synth), r
+    assert {(r["fraction"], r["seed"]) for r in records if r["arm"] == "real"} == {
+        (f, s) for f in (0.25, 0.5, 1.0) for s in (0, 1)}
+    assert {r["fraction"] for r in records if r["arm"] == "real+vae"} == {0.5, 1.0}
     summary = json.loads((dest / "reports/summary.json").read_text())
-    assert {(c["arm"], c["fraction"]) for c in summary["cells"]} >= {("real", 0.5), ("real+vae", 1.0),
+    assert {(c["arm"], c["fraction"]) for c in summary["cells"]} >= {("real", 0.25), ("real+vae", 1.0),
                                                                     ("synth:vae", None)}
-    assert "| real+vae | 0.5 |" in (dest / "reports/summary.md").read_text()
-    assert (dest / "reports/accuracy_vs_fraction.png").stat().st_size > 1000
+    assert all(c["seeds"] == [0, 1] for c in summary["cells"])
+    assert all(math.isfinite(c["gain_ci95"]) for c in summary["cells"] if "gain" in c)
+    md = (dest / "reports/summary.md").read_text()
+    assert md.splitlines()[2] == "## The answer" and "generators saw 721 real images (0.5)" in md
+    for png in ("accuracy_vs_real_images", "gain_per_source", "quality_vs_gain"):
+        assert (dest / f"reports/{png}.png").stat().st_size > 1000, png
+    fidelity = json.loads((dest / "metrics/fidelity.json").read_text())
+    assert all(0.0 <= fidelity[s] <= 1.0 for s in (*SOURCES, "real_test"))
     manifest = json.loads((dest / "data/synthetic/vae/manifest.json").read_text())
     assert manifest["per_class"] == [30] * 10
+
+
+def test_generators_see_exactly_the_generator_fraction_subset(repro):
+    """Every generator and the inversion trained on the nested generator_fraction subset, no other image."""
+    from mlflow.tracking import MlflowClient
+
+    dest, _, _ = repro
+    subsets = json.loads((dest / "data/fractions.json").read_text())["fractions"]
+    subset = np.asarray(subsets["0.5"], dtype=np.int64)
+    assert set(subset) <= set(subsets["1.0"]) and len(subset) < len(subsets["1.0"])
+    digest = hashlib.sha256(np.sort(subset).tobytes()).hexdigest()[:16]
+    client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("synthaug-digits")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=1000)}
+    for family in FAMILIES:
+        logged = runs[f"train@{family}"].data.params
+        assert logged["train_indices_sha256"] == digest and logged["train_images"] == str(len(subset)), family
+        assert json.loads((dest / f"metrics/train/{family}.json").read_text())["train_images"] == len(subset)
+    inverted = runs["invert"].data.params  # groups drawn from the subset: a subset of it
+    assert inverted["generator_fraction"] == "0.5" and int(inverted["train_images"]) <= len(subset)
 
 
 def test_mlflow_has_a_run_per_stage_item(repro):
@@ -108,7 +144,12 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     sample = by_name["sample@vae"]
     assert "vae.png" in {a.path for a in client.list_artifacts(sample.info.run_id)}
     assert by_name["fid@vae"].data.metrics["fid"] > 0
-    assert "test_accuracy" in by_name["classify@real_f0.5_s0"].data.metrics
+    parent = by_name["classify@real"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {r.info.run_name for r in children} == {f"classify@real_f{f}_s{s}" for f in (0.25, 0.5, 1.0)
+                                                    for s in (0, 1)}
+    assert all("test_accuracy" in r.data.metrics for r in children)
+    assert "gain.real_plus_vae.f0.5" in by_name["report"].data.metrics  # MLflow spells + as _plus_
     for sampler in ("ddpm", "ddim", "dinv"):
         assert by_name[f"sample@{sampler}"].data.metrics["seconds_per_image"] > 0
     invert = by_name["invert"]
@@ -125,12 +166,9 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     dest, env, _ = repro
     out = run(["dvc", "exp", "run", "-S", "beta=0.8"], dest, env)
     ran = stages_run(out)
-    expected_prefixes = ("train@vae", "sample@vae", "fid@vae", "classify_mixed@vae-", "classify_synth@vae-",
-                         "classify_all@", "report")
-    assert ran, out
-    assert all(s.startswith(expected_prefixes) for s in ran), ran
-    assert {"train@vae", "sample@vae", "fid@vae", "report"} <= ran
-    assert not ran & {"prepare", "fid_ref"} and not any(s.startswith("classify_real@") for s in ran)
+    expected = {"train@vae", "sample@vae", "fid@vae", "classify_mixed@vae", "classify_synth@vae", "classify_all",
+                "fidelity", "report"}
+    assert ran == expected, ran
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env))
     exps = [e for base in shown for e in (base.get("experiments") or [])]
@@ -140,4 +178,4 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     assert found, shown
     metrics = found[0]["data"]["metrics"]
     assert "fid" in metrics["metrics/fid/vae.json"]["data"]
-    assert "test_accuracy" in metrics["metrics/classify/real+vae_f0.5_s0.json"]["data"]
+    assert "s0" in metrics["metrics/classify/real+vae.json"]["data"]["f0.5"]

@@ -1,4 +1,5 @@
-"""The study summary: confidence intervals, paired gains per seed, the markdown table, plot series."""
+"""The study report from a fake metrics folder: exactly the files the params define, the real-only curve, paired
+gains with intervals, sample efficiency, quality against gain, and the answer lines computed from them."""
 
 from __future__ import annotations
 
@@ -6,36 +7,53 @@ import math
 
 import pytest
 
-from synthaug.storage import StorageError
-from synthaug.report import accuracy_series, collect, markdown, mean_ci, summarise
-from synthaug.storage import save_json
+from synthaug.arms import arm_slug, run_slug
+from synthaug.config import Params, build
+from synthaug.report import collect, headline_metrics, markdown, summarise
+from synthaug.storage import StorageError, save_json
+from synthaug.study_stats import mean_ci
 
-T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
-T_975_DF1 = 12.706204736174705
+PARAMS: Params = build(Params, {"fractions": [0.1], "real_fractions": [0.01, 1.0], "generator_fraction": 0.1,
+                                "sources": ["vae", "gan"], "classify": {"seeds": [0, 1, 2]}}, "")
+CURVE = {0.01: (600, [0.60, 0.61, 0.62]), 0.1: (6000, [0.70, 0.71, 0.72]), 1.0: (60000, [0.90, 0.91, 0.92])}
+# real+vae: +0.05 per seed (significant, zero spread); real+gan: -0.03, -0.02, -0.025 (significant loss);
+# real+all: +0.01, -0.01, 0.00 (not significant)
+MIXED = {"vae": [0.75, 0.76, 0.77], "gan": [0.67, 0.69, 0.695], "all": [0.71, 0.70, 0.72]}
+SYNTH = {"vae": [0.5, 0.6, 0.55], "gan": [0.3, 0.32, 0.34]}
+FID = {"vae": 40.0, "gan": 90.0}
+FIDELITY = {"vae": 0.8, "gan": 0.5, "real_test": 0.9, "judge_fraction": 1.0, "judge_seed": 0,
+            "judge_real_images": 60000}
+CONTEXT = {"dataset": "fashion_mnist", "arch": "resnet8", "steps": 300, "batch_size": 64, "synthetic_ratio": 0.5,
+           "seeds": [0, 1, 2], "sources": ["vae", "gan"], "fractions": [0.1], "real_fractions": [0.01, 0.1, 1.0],
+           "headline_fraction": 0.1, "generator_fraction": 0.1, "train_images": 60000, "generator_images": 6000}
 
 
-def test_mean_ci_known_values():
-    m, h = mean_ci([1.0, 2.0, 3.0])  # sd 1
-    assert m == 2.0 and h == pytest.approx(T_975_DF2 / math.sqrt(3), rel=1e-9)
-    m, h = mean_ci([0.5, 0.7])  # sd = 0.1 * sqrt(2)
-    assert m == pytest.approx(0.6) and h == pytest.approx(T_975_DF1 * 0.1 * math.sqrt(2) / math.sqrt(2), rel=1e-9)
-    m, h = mean_ci([0.9])
-    assert m == 0.9 and math.isnan(h)
-    assert mean_ci([0.4, 0.4, 0.4]) == (pytest.approx(0.4), pytest.approx(0.0, abs=1e-12))
+def _record(arm, fraction, seed, acc, real_images, synthetic_images=0):
+    return {"arm": arm, "fraction": fraction, "seed": seed, "test_accuracy": acc, "real_images": real_images,
+            "synthetic_images": synthetic_images, "fingerprint": "x"}
 
 
-def _run(arm, fraction, seed, acc):
-    return {"arm": arm, "fraction": fraction, "seed": seed, "test_accuracy": acc}
+@pytest.fixture
+def metrics(tmp_path):
+    def put(arm, fraction, seed, record):
+        save_json(tmp_path / "classify" / arm_slug(arm) / f"{run_slug(fraction, seed)}.json", record)
 
-
-RUNS = [
-    _run("real", 0.5, 0, 0.80), _run("real", 0.5, 1, 0.82), _run("real", 0.5, 2, 0.84),
-    _run("real+vae", 0.5, 0, 0.85), _run("real+vae", 0.5, 1, 0.83), _run("real+vae", 0.5, 2, 0.88),
-    _run("real+vae", 0.5, 3, 0.99),  # no `real` run with seed 3: counted in accuracy, not in the paired gain
-    _run("real", 1.0, 0, 0.90), _run("real+vae", 1.0, 0, 0.89),
-    _run("synth:vae", None, 0, 0.50), _run("synth:vae", None, 1, 0.60),
-]
-FIDS = {"vae": {"fid": 12.3, "num_images": 200, "dims": 64, "ref_split": "test", "ref_num_images": 200}}
+    for f, (n, accs) in CURVE.items():
+        for seed, a in enumerate(accs):
+            put("real", f, seed, _record("real", f, seed, a, n))
+    for name, accs in MIXED.items():
+        for seed, a in enumerate(accs):
+            put(f"real+{name}", 0.1, seed, _record(f"real+{name}", 0.1, seed, a, 6000, 2500))
+    for name, accs in SYNTH.items():
+        for seed, a in enumerate(accs):
+            put(f"synth:{name}", None, seed, _record(f"synth:{name}", None, seed, a, 0, 2500))
+    put("real", 0.3, 0, _record("real", 0.3, 0, 0.99, 18000))  # a stale run of another setting: ignored
+    for s in ("vae", "gan"):
+        save_json(tmp_path / "fid" / f"{s}.json", {"fid": FID[s], "num_images": 2500, "dims": 2048,
+                                                   "ref_split": "test"})
+        save_json(tmp_path / "sample" / f"{s}.json", {"diversity_ratio": 0.9 if s == "vae" else 0.6})
+    save_json(tmp_path / "fidelity.json", FIDELITY)
+    return tmp_path
 
 
 def _cell(summary, arm, fraction):
@@ -43,62 +61,61 @@ def _cell(summary, arm, fraction):
     return c
 
 
-def test_summarise_paired_gains_per_seed():
-    s = summarise(RUNS, FIDS)
-    real = _cell(s, "real", 0.5)
-    assert real["seeds"] == [0, 1, 2] and real["accuracy"] == pytest.approx(0.82)
-    assert real["ci95"] == pytest.approx(T_975_DF2 * 0.02 / math.sqrt(3), rel=1e-6)
-    assert "gain" not in real
-
-    mixed = _cell(s, "real+vae", 0.5)
-    assert mixed["seeds"] == [0, 1, 2, 3]
-    assert mixed["accuracy"] == pytest.approx((0.85 + 0.83 + 0.88 + 0.99) / 4)
-    gains = [0.05, 0.01, 0.04]  # per seed, seed 3 unpaired
-    g, h = mean_ci(gains)
-    assert mixed["gain"] == pytest.approx(0.1 / 3) and mixed["gain"] == pytest.approx(g)
-    assert mixed["gain_ci95"] == pytest.approx(h)
-
-    one = _cell(s, "real+vae", 1.0)
-    assert one["gain"] == pytest.approx(-0.01) and math.isnan(one["gain_ci95"])
-
-    synth = _cell(s, "synth:vae", None)
-    assert synth["accuracy"] == pytest.approx(0.55) and "gain" not in synth
-
-    assert s["fid"] == {"vae": {"fid": 12.3, "num_images": 200, "dims": 64, "ref_split": "test"}}
-    # fraction-less cells first, then by fraction; every (arm, fraction) once
-    assert [(c["arm"], c["fraction"]) for c in s["cells"]] == [
-        ("synth:vae", None), ("real", 0.5), ("real+vae", 0.5), ("real", 1.0), ("real+vae", 1.0)]
+def test_collect_reads_exactly_the_runs_the_params_define(metrics):
+    inputs = collect(metrics, PARAMS)
+    assert len(inputs["runs"]) == 3 * 3 + 3 * 3 + 2 * 3  # real curve, three mixed arms, two synth arms
+    assert all(r["fraction"] != 0.3 for r in inputs["runs"])
+    (metrics / "classify" / "real+gan" / "f0.1_s2.json").unlink()
+    with pytest.raises(StorageError, match=r"real\+gan/f0.1_s2.json"):
+        collect(metrics, PARAMS)
 
 
-def test_markdown_table_rows():
-    s = summarise(RUNS, FIDS)
-    md = markdown(s, {"dataset": "digits", "protocol": "full", "arch": "resnet20", "steps": 20,
-                      "synthetic_ratio": 0.5})
-    rows = md.splitlines()
-    assert "| real | 0.5 | 3 | 82.00 | " + f"{100 * T_975_DF2 * 0.02 / math.sqrt(3):.2f} | - | - |" in rows
-    (mixed,) = [r for r in rows if r.startswith("| real+vae | 0.5 |")]
-    assert mixed.startswith("| real+vae | 0.5 | 4 | 88.75 | ") and "| +3.33 |" in mixed
-    assert "| real+vae | 1 | 1 | 89.00 | n/a | -1.00 | n/a |" in rows
-    assert "| synth:vae | - | 2 | 55.00 | " in md
-    assert "| vae | 12.30 | 200 | 64 | test split |" in rows
-    assert "`digits`" in md and "resnet20" in md and "20 steps" in md
+def test_summary_gains_intervals_and_sample_efficiency(metrics):
+    s = summarise(collect(metrics, PARAMS), CONTEXT)
+    real = _cell(s, "real", 0.1)
+    assert real["accuracy"] == pytest.approx(0.71) and real["real_images"] == 6000 and "gain" not in real
+    vae = _cell(s, "real+vae", 0.1)
+    assert vae["gain"] == pytest.approx(0.05) and vae["gain_ci95"] == pytest.approx(0.0, abs=1e-12)
+    assert vae["significant"] and vae["gain_seeds"] == 3
+    # 0.76 on the real curve: a quarter of the way from 0.71 (6,000) to 0.91 (60,000) in log count
+    assert vae["real_equivalent"] == pytest.approx(6000 * 10 ** 0.25)
+    gan = _cell(s, "real+gan", 0.1)
+    g, h = mean_ci([-0.03, -0.02, -0.025])
+    assert gan["gain"] == pytest.approx(g) and gan["gain_ci95"] == pytest.approx(h) and gan["significant"]
+    assert gan["real_equivalent_status"] == "interpolated" and gan["real_equivalent"] < 6000
+    assert not _cell(s, "real+all", 0.1)["significant"]
+    assert s["sources"]["vae"]["label_fidelity"] == 0.8 and s["sources"]["gan"]["diversity_ratio"] == 0.6
+    assert s["sources"]["vae"]["synthetic_only"] == pytest.approx(0.55)
+    rho, p, n = s["correlation"]["fid_vs_gain"]
+    assert n == 2 and math.isnan(rho)  # two sources: too few for a rank correlation
 
 
-def test_accuracy_series_only_fraction_arms():
-    series = accuracy_series(summarise(RUNS, FIDS))
-    assert set(series) == {"real", "real+vae"}
-    assert series["real"][0.5][0] == pytest.approx(0.82)
-    assert series["real"][1.0] == (pytest.approx(0.90), 0.0)  # one seed: no interval, drawn as 0
-    assert set(series["real+vae"]) == {0.5, 1.0}
+def test_markdown_leads_with_the_answer_and_labels_generator_data(metrics):
+    s = summarise(collect(metrics, PARAMS), CONTEXT)
+    md = markdown(s)
+    lines = md.splitlines()
+    assert lines[2] == "## The answer"
+    assert lines[4] == ("1. Helps significantly: vae at 0.1 (+5.00 ± 0.00) (3 seeds, 95% t-interval of the paired "
+                        "gain over `real`, in points).")
+    assert lines[5] == "2. Hurts significantly: gan at 0.1 (-2.50 ± 1.24)."
+    assert lines[6].startswith("3. Largest mean gain at 0.1 of the real data (6,000 images): vae +5.00 ± 0.00 "
+                               "points; its 2,500 synthetic images are worth about 4,670 real images (interpolated on the real-only "
+                               "curve) here.")
+    assert lines[7] == "4. Mean gain over all sources at 0.1 of the real data: +1.25 points (one fraction studied)."
+    assert lines[8].startswith("5. FID against gain: too few sources (2)")
+    assert "trained only on the nested 0.1 subset (6,000 of 60,000 real training images)" in md
+    assert "## Real-only learning curve (generators saw 6,000 real images (0.1))" in md
+    assert "| 0.01 | 600 | 61.00 |" in md
+    assert "| real+vae | 6,000 + 2,500 | 76.00 | 2.48 | +5.00 | 0.00 | yes | 4,670 (interpolated) |" in lines
+    assert "| real+gan | 6,000 + 2,500 | 68.50 | 3.29 | -2.50 | 1.24 | yes | -2,626 (interpolated) |" in lines
+    assert "| held-out real (reference) | - | 0.90 | 1.00 | - | - | - |" in lines
+    metrics_flat = headline_metrics(s)
+    assert metrics_flat["gain.real+vae.f0.1"] == pytest.approx(0.05) and metrics_flat["fid.gan"] == 90.0
 
 
-def test_collect_reads_exactly_the_named_metrics_files(tmp_path):
-    slugs = [f"run{i:02d}" for i in range(len(RUNS))]
-    for slug, r in zip(slugs, RUNS):
-        save_json(tmp_path / "classify" / f"{slug}.json", r)
-    save_json(tmp_path / "classify" / "stale_f0.3_s9.json", {**RUNS[0], "fraction": 0.3})  # another setting's
-    save_json(tmp_path / "fid" / "vae.json", FIDS["vae"])
-    runs, fids = collect(tmp_path, slugs, ["vae"])
-    assert sorted(map(str, runs)) == sorted(map(str, RUNS)) and fids == FIDS
-    with pytest.raises(StorageError, match="run99.json"):
-        collect(tmp_path, slugs + ["run99"], ["vae"])
+def test_generators_on_all_real_data_are_labelled(metrics):
+    ctx = {**CONTEXT, "generator_fraction": 1.0}
+    md = markdown(summarise(collect(metrics, PARAMS), ctx))
+    assert "**Generators and inversion saw all 60,000 real training images**" in md
+    titles = [line for line in md.splitlines() if line.startswith("## ") and line != "## The answer"]
+    assert titles and all("generators saw all 60,000 real training images" in t for t in titles)

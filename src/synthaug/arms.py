@@ -1,8 +1,13 @@
-"""The study's arms (DESIGN §1): their names, which data each uses, and which runs a params file defines."""
+"""The study's arms (DESIGN §1): their names, which data each uses, and which runs a params file defines.
+
+One classify stage item serves one arm and trains all of its runs (every fraction and seed it has), so the
+process start-up is paid once per arm, not once per classifier. Each run leaves a record
+`metrics/classify/<arm>/<run>.json`; the arm's summary is `metrics/classify/<arm>.json`.
+"""
 
 from __future__ import annotations
 
-from synthaug.config import ConfigError, Params
+from synthaug.config import ConfigError, Params, real_curve_fractions
 from synthaug.data.fractions import fraction_key
 
 
@@ -21,17 +26,36 @@ def parse_arm(arm: str, params: Params) -> tuple[bool, list[str]]:
     raise ConfigError(f"unknown arm '{arm}' (use real, real+SOURCE, real+all or synth:SOURCE)")
 
 
-def arm_slug(arm: str, fraction: float | None, seed: int) -> str:
-    """File-system-safe name of one classify item, e.g. `real+vae_f0.1_s0`, `synth-vae_s0`."""
-    base = arm.replace(":", "-")
-    return f"{base}_s{seed}" if fraction is None else f"{base}_f{fraction_key(fraction)}_s{seed}"
+def study_arms(params: Params) -> list[str]:
+    """Every arm the params define, one classify stage item each (as dvc.yaml's stages do)."""
+    return (["real", "real+all"] + [f"real+{s}" for s in params.sources]
+            + [f"synth:{s}" for s in params.sources])
+
+
+def arm_fractions(arm: str, params: Params) -> list[float | None]:
+    """`real` runs along the whole curve; mixed arms at the study's fractions; `synth:` arms at none."""
+    if arm == "real":
+        return list(real_curve_fractions(params))
+    if arm.startswith("synth:"):
+        return [None]
+    return sorted(params.fractions)
+
+
+def arm_runs(arm: str, params: Params) -> list[tuple[float | None, int]]:
+    """(fraction, seed) of every classifier the arm trains."""
+    return [(f, seed) for f in arm_fractions(arm, params) for seed in params.classify.seeds]
+
+
+def arm_slug(arm: str) -> str:
+    """File-system-safe name of an arm, e.g. `real+vae`, `synth-vae`."""
+    return arm.replace(":", "-")
+
+
+def run_slug(fraction: float | None, seed: int) -> str:
+    """Name of one run of an arm, e.g. `f0.02_s0`, or `s0` for a synthetic-only arm."""
+    return f"s{seed}" if fraction is None else f"f{fraction_key(fraction)}_s{seed}"
 
 
 def study_items(params: Params) -> list[tuple[str, float | None, int]]:
-    """Every (arm, fraction, seed) classify run that the params define, as dvc.yaml's matrices do."""
-    items: list[tuple[str, float | None, int]] = []
-    for seed in params.classify.seeds:
-        for f in params.fractions:
-            items += [("real", f, seed), ("real+all", f, seed)] + [(f"real+{s}", f, seed) for s in params.sources]
-        items += [(f"synth:{s}", None, seed) for s in params.sources]
-    return items
+    """Every (arm, fraction, seed) classifier run that the params define."""
+    return [(arm, f, seed) for arm in study_arms(params) for f, seed in arm_runs(arm, params)]

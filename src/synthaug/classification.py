@@ -134,8 +134,9 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, runtime: Runtime, nu
 
 def train_and_evaluate(arm: ArmData, test: tuple[np.ndarray, np.ndarray], num_classes: int, p: ClassifierParams,
                        synthetic_ratio: float, runtime: Runtime, seed: int,
-                       log_metrics: Callable[[dict, int], None]) -> dict[str, float]:
-    """Train a fresh classifier on one arm for `p.steps` steps and evaluate it on the real test split."""
+                       log_metrics: Callable[[dict, int], None]) -> tuple[dict[str, float], torch.nn.Module]:
+    """Train a fresh classifier on one arm for `p.steps` steps and evaluate it on the real test split;
+    returns the metrics and the trained model."""
     seed_everything(seed)
     channels = (arm.real or arm.synthetic)[0].shape[3]
     model = runtime.prepare(build_classifier(p.arch, channels, num_classes))
@@ -147,4 +148,14 @@ def train_and_evaluate(arm: ArmData, test: tuple[np.ndarray, np.ndarray], num_cl
                     "synthetic_per_batch": stream.n_synthetic,
                     "real_images": 0 if arm.real is None else len(arm.real[0]),
                     "synthetic_images": 0 if arm.synthetic is None else len(arm.synthetic[0])})
-    return metrics
+    return metrics, model
+
+
+def load_classifier(path, runtime: Runtime) -> tuple[torch.nn.Module, dict]:
+    """A classifier saved by the classify stage (weights only), ready for evaluation, and its record."""
+    from synthaug.storage import load_checkpoint, load_state_strict
+
+    state = load_checkpoint(path)
+    model = build_classifier(state["arch"], int(state["channels"]), int(state["num_classes"]))
+    load_state_strict(model, state["model"], path)
+    return runtime.prepare(model).eval(), {k: v for k, v in state.items() if k != "model"}

@@ -6,6 +6,7 @@ import typer
 
 from synthaug.stages.classify import classify
 from synthaug.stages.fid import fid, fid_ref
+from synthaug.stages.fidelity import fidelity
 from synthaug.stages.invert import invert
 from synthaug.stages.prepare import prepare
 from synthaug.stages.report import report
@@ -21,6 +22,7 @@ app.command("sample")(sample)
 app.command("fid-ref")(fid_ref)
 app.command("fid")(fid)
 app.command("classify")(classify)
+app.command("fidelity")(fidelity)
 app.command("report")(report)
 
 

@@ -160,7 +160,7 @@ class FIDParams:
 class ClassifierParams:
     """How one classifier trains: identical for every arm of a fraction (DESIGN §1 fairness)."""
 
-    arch: str = field(default="resnet20", metadata=rng(choices=("resnet20", "resnet32", "resnet18")))
+    arch: str = field(default="resnet20", metadata=rng(choices=("resnet8", "resnet20", "resnet32", "resnet18")))
     steps: int = field(default=600, metadata=rng(ge=1))
     batch_size: int = field(default=128, metadata=rng(ge=2, le=65536))
     lr: float = field(default=0.1, metadata=rng(gt=0, le=10))
@@ -189,7 +189,13 @@ class Params:
     device: str = "auto"
     precision: str = field(default="auto", metadata=rng(choices=("auto", "bf16", "fp32")))
     beta: float = field(default=1.0, metadata=rng(ge=0))  # the VAE's KL weight, top-level for `-S beta=...`
+    # The study's fractions: every arm (real, real+S, synth:S, real+all) runs at each of them.
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    # Extra fractions for the `real` arm alone: the real-only learning curve (ceiling, sample efficiency).
+    real_fractions: list[float] = field(default_factory=list)
+    # The nested real subset the generators and inversion train on (DESIGN §1: no leakage). 1.0 is the explicit
+    # "generators saw every real training image" setting, which the report labels wherever it is used.
+    generator_fraction: float = field(default=1.0, metadata=rng(gt=0, le=1))
     sources: list[str] = field(default_factory=lambda: list(SOURCES))
     dataset: DatasetParams = field(default_factory=DatasetParams)
     vae: VAEParams = field(default_factory=VAEParams)
@@ -213,11 +219,34 @@ class Params:
                 raise ConfigError(f"fractions[{i}]: a fraction must be in (0, 1], got {f}")
         if len(set(self.fractions)) != len(self.fractions):
             raise ConfigError("fractions: values must be distinct")
+        for i, f in enumerate(self.real_fractions):
+            if not 0 < f <= 1:
+                raise ConfigError(f"real_fractions[{i}]: a fraction must be in (0, 1], got {f}")
+        if len(set(self.real_fractions)) != len(self.real_fractions):
+            raise ConfigError("real_fractions: values must be distinct")
+        if self.generator_fraction < 1.0:
+            leaking = [f for f in self.fractions if f < self.generator_fraction]
+            if leaking:
+                raise ConfigError(
+                    f"fractions: {leaking[0]:g} is below generator_fraction {self.generator_fraction:g}: the "
+                    "real+SOURCE arms there would use generators that saw real images their classifier was not "
+                    "given (raise those fractions, lower generator_fraction, or set generator_fraction: 1.0 to "
+                    "let generators see all real images, labelled as such in the report)")
         for i, s in enumerate(self.sources):
             if s not in SOURCES:
                 raise ConfigError(f"sources[{i}]: unknown source '{s}' (known: {', '.join(SOURCES)})")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device: must be 'auto', 'cpu' or 'cuda[:N]', got '{self.device}'")
+
+
+def real_curve_fractions(params: Params) -> list[float]:
+    """Every fraction the `real` arm runs at: the study's plus the extra points of the learning curve."""
+    return sorted(set(params.fractions) | set(params.real_fractions))
+
+
+def prepared_fractions(params: Params) -> list[float]:
+    """Every nested subset `prepare` writes: the real curve's fractions and the generators' subset."""
+    return sorted(set(real_curve_fractions(params)) | {params.generator_fraction})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

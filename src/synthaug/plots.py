@@ -60,20 +60,64 @@ def save_curves_png(path: str | Path, history: list[dict], title: str) -> None:
     plt.close(fig)
 
 
-def save_accuracy_png(path: str | Path, table: dict[str, dict[float, tuple[float, float]]], title: str) -> None:
-    """Accuracy (mean with 95% CI bars) against real-data fraction, one line per arm."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm, by_fraction in sorted(table.items()):
-        fr = sorted(by_fraction)
-        mean = [by_fraction[f][0] for f in fr]
-        ci = [by_fraction[f][1] for f in fr]
-        ax.errorbar(fr, mean, yerr=ci, marker="o", capsize=3, label=arm)
-    ax.set_xscale("log")
-    ax.set_xlabel("fraction of real training data")
-    ax.set_ylabel("test accuracy (real test split)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def _save(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def save_accuracy_png(path: str | Path, series: dict[str, list[tuple[int, float, float]]], title: str) -> None:
+    """Test accuracy against real training images (log axis), one line per arm with a 95% CI band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, points in sorted(series.items(), key=lambda kv: (kv[0] != "real", kv[0])):
+        n, mean, ci = (np.asarray(v, dtype=float) for v in zip(*sorted(points)))
+        ci = np.nan_to_num(ci)
+        style = dict(color="black", lw=2.2, zorder=3) if arm == "real" else dict(lw=1.2)
+        line, = ax.plot(n, 100 * mean, marker="o", ms=3.5, label=arm, **style)
+        ax.fill_between(n, 100 * (mean - ci), 100 * (mean + ci), color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("real training images (log scale)")
+    ax.set_ylabel("test accuracy on the real test split (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def save_gain_png(path: str | Path, gains: dict[float, dict[str, tuple[float, float]]], title: str) -> None:
+    """Paired gain over `real` (points) per source, with 95% CI bars, one group of bars per fraction."""
+    fractions = sorted(gains)
+    arms = sorted({a for g in gains.values() for a in g})
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(arms) + 2), 4))
+    width = 0.8 / max(1, len(fractions))
+    x = np.arange(len(arms))
+    for i, f in enumerate(fractions):
+        mean = np.array([100 * gains[f].get(a, (np.nan, np.nan))[0] for a in arms])
+        ci = np.nan_to_num(np.array([100 * gains[f].get(a, (np.nan, np.nan))[1] for a in arms]))
+        ax.bar(x + (i - (len(fractions) - 1) / 2) * width, mean, width, yerr=ci, capsize=3, label=f"{f:g} real")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, arms, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("gain over real (points, 95% CI)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def save_quality_png(path: str | Path, points: dict[str, dict[str, float]], title: str) -> None:
+    """Two panels: FID against gain and label fidelity against gain, one labelled point per source."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, key, label in ((axes[0], "fid", "FID (lower is better)"), (axes[1], "label_fidelity", "label fidelity")):
+        for s, q in sorted(points.items()):
+            if q.get(key) is None or q.get("gain") is None:
+                continue
+            ax.errorbar(q[key], 100 * q["gain"], yerr=100 * np.nan_to_num(q.get("gain_ci95", 0.0)), fmt="o",
+                        capsize=3)
+            ax.annotate(s, (q[key], 100 * q["gain"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("gain over real (points)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

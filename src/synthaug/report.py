@@ -1,7 +1,6 @@
-"""The study's summary, computed only from metrics files: accuracy per arm and fraction, gains, FID.
-
-Accuracy is given as the mean over seeds with a 95% t-interval; the gain of an arm over `real` is the
-paired difference per seed (same fraction, same classifier seed), again with a 95% t-interval.
+"""The study's summary, computed only from metrics files: the real-only curve, accuracy and paired gain per arm
+and fraction, what each source's images are worth in real images, per-source quality (FID, label fidelity,
+diversity) against usefulness, and a short plain-language answer computed from those numbers.
 """
 
 from __future__ import annotations
@@ -10,80 +9,226 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-from scipy import stats as st
-
+from synthaug.arms import arm_runs, arm_slug, run_slug, study_arms
+from synthaug.data.fractions import fraction_key
 from synthaug.storage import load_json
+from synthaug.study_stats import mean_ci, paired_gain, real_images_equivalent, significant, spearman
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t confidence interval (nan for a single value)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), math.nan
-    return float(v.mean()), float(st.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
-def collect(metrics_dir: Path, classify_slugs: list[str], sources: list[str]) -> tuple[list[dict], dict[str, dict]]:
+def collect(metrics_dir: Path, params) -> dict:
     """Exactly the metrics files the current params define (stale files of other settings are ignored);
     a missing one is an error naming it."""
-    runs = [load_json(metrics_dir / "classify" / f"{slug}.json") for slug in classify_slugs]
-    fids = {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources}
-    return runs, fids
+    runs = [load_json(metrics_dir / "classify" / arm_slug(arm) / f"{run_slug(f, s)}.json")
+            for arm in study_arms(params) for f, s in arm_runs(arm, params)]
+    return {"runs": runs,
+            "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in params.sources},
+            "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in params.sources},
+            "fidelity": load_json(metrics_dir / "fidelity.json")}
 
 
-def summarise(runs: list[dict], fids: dict[str, dict]) -> dict:
-    """Aggregate classify runs into per-(arm, fraction) accuracy and paired gains over `real`."""
-    acc: dict[tuple[str, float | None], dict[int, float]] = defaultdict(dict)
+def _by_cell(runs: list[dict]) -> dict[tuple[str, float | None], dict[int, dict]]:
+    cells: dict[tuple[str, float | None], dict[int, dict]] = defaultdict(dict)
     for r in runs:
-        acc[(r["arm"], r["fraction"])][r["seed"]] = r["test_accuracy"]
+        cells[(r["arm"], r["fraction"])][r["seed"]] = r
+    return cells
+
+
+def summarise(inputs: dict, context: dict) -> dict:
+    """Aggregate the inputs of `collect` into the summary the report, figures and MLflow show."""
+    cells_by = _by_cell(inputs["runs"])
+    acc = {key: {s: r["test_accuracy"] for s, r in by_seed.items()} for key, by_seed in cells_by.items()}
     cells = []
-    for (arm, fraction), by_seed in sorted(acc.items(), key=lambda kv: (kv[0][1] or 0, kv[0][0])):
-        mean, ci = mean_ci(list(by_seed.values()))
-        cell = {"arm": arm, "fraction": fraction, "seeds": sorted(by_seed), "accuracy": mean, "ci95": ci}
+    for (arm, fraction), by_seed in sorted(cells_by.items(), key=lambda kv: (kv[0][1] or 0, kv[0][0])):
+        mean, ci = mean_ci([r["test_accuracy"] for r in by_seed.values()])
+        first = next(iter(by_seed.values()))
+        cell = {"arm": arm, "fraction": fraction, "seeds": sorted(by_seed), "accuracy": mean, "ci95": ci,
+                "real_images": first.get("real_images", 0), "synthetic_images": first.get("synthetic_images", 0)}
         base = acc.get(("real", fraction))
-        if arm != "real" and fraction is not None and base:
-            paired = [by_seed[s] - base[s] for s in by_seed if s in base]
-            if paired:
-                cell["gain"], cell["gain_ci95"] = mean_ci(paired)
+        if arm != "real" and fraction is not None and base and (g := paired_gain(acc[(arm, fraction)], base)):
+            cell.update(gain=g[0], gain_ci95=g[1], gain_seeds=g[2], significant=significant(g[0], g[1]))
         cells.append(cell)
-    return {"cells": cells, "fid": {s: {"fid": f["fid"], "num_images": f["num_images"], "dims": f["dims"],
-                                        "ref_split": f.get("ref_split")} for s, f in fids.items()}}
+    curve = [c for c in cells if c["arm"] == "real"]
+    counts, means = [c["real_images"] for c in curve], [c["accuracy"] for c in curve]
+    for c in cells:
+        if c["arm"].startswith("real+") and counts:
+            value, status = real_images_equivalent(counts, means, c["accuracy"])
+            c["real_equivalent"], c["real_equivalent_status"] = value, status
+    fidelity = inputs["fidelity"]
+    sources = {}
+    for s in context["sources"]:
+        synth = next((c for c in cells if c["arm"] == f"synth:{s}"), None)
+        sources[s] = {"fid": inputs["fid"][s]["fid"], "label_fidelity": fidelity.get(s),
+                      "diversity_ratio": inputs["sample"][s].get("diversity_ratio"),
+                      "synthetic_only": synth and synth["accuracy"], "synthetic_only_ci95": synth and synth["ci95"]}
+    head = context["headline_fraction"]
+    gains = {s: _cell(cells, f"real+{s}", head) for s in context["sources"]}
+    usable = [s for s in context["sources"] if gains[s] and "gain" in gains[s]]
+    correlation = {
+        "fid_vs_gain": spearman([sources[s]["fid"] for s in usable], [gains[s]["gain"] for s in usable]),
+        "fidelity_vs_gain": spearman([sources[s]["label_fidelity"] for s in usable if sources[s]["label_fidelity"]
+                                      is not None],
+                                     [gains[s]["gain"] for s in usable if sources[s]["label_fidelity"] is not None]),
+    }
+    summary = {"context": context, "cells": cells, "sources": sources, "correlation": correlation,
+               "reference": {"label_fidelity": fidelity.get("real_test"), "diversity_ratio": 1.0,
+                             "judge_real_images": fidelity.get("judge_real_images")}}
+    summary["answer"] = answer_lines(summary)
+    return summary
 
 
-def _fmt(x: float | None, pct: bool = True, signed: bool = False) -> str:
+def _cell(cells: list[dict], arm: str, fraction: float | None) -> dict | None:
+    return next((c for c in cells if c["arm"] == arm and c["fraction"] == fraction), None)
+
+
+def pts(x: float | None, signed: bool = False) -> str:
+    """An accuracy (a share) in percentage points."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    v = 100 * x if pct else x
-    return f"{v:+.2f}" if signed else f"{v:.2f}"
+    return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
 
 
-def markdown(summary: dict, context: dict) -> str:
-    lines = ["# synthaug study summary", "",
-             f"Dataset `{context['dataset']}`; generators trained on the {context['protocol']} real training set; "
-             f"classifiers `{context['arch']}`, {context['steps']} steps each, synthetic share per batch "
-             f"{context['synthetic_ratio']}; evaluated on the real test split. "
-             "Accuracy: mean over seeds ± 95% t-interval (n/a with one seed). Gain: paired difference to `real` "
-             "per seed, in points.", "",
-             "## Test accuracy (%)", "", "| arm | fraction | seeds | accuracy | ± 95% CI | gain vs real | ± 95% CI |",
-             "|---|---|---|---|---|---|---|"]
+def worth(c: dict, sentence: bool = False) -> str:
+    """What a mixed arm's synthetic images are worth in real images: the real count at which the real-only curve
+    reaches the arm's accuracy, minus the arm's own real images (negative: the mix scores like fewer)."""
+    status = c.get("real_equivalent_status")
+    if status in ("above", "below"):
+        return (f"{'more' if status == 'above' else 'less'} than the real-only curve can tell ({status} its measured "
+                "range)") if sentence else f"{status} the measured range"
+    if status is None:
+        return "n/a"
+    extra = round(c["real_equivalent"] - c["real_images"])
+    return (f"about {extra:,} real images (interpolated on the real-only curve)" if sentence
+            else f"{extra:,} (interpolated)")
+
+
+def answer_lines(summary: dict) -> list[str]:
+    """Five plain-language lines, each computed from the summary's numbers."""
+    ctx, cells = summary["context"], summary["cells"]
+    n_seeds = len(ctx["seeds"])
+    mixed = [c for c in cells if c["arm"].startswith("real+") and c["arm"] != "real+all" and "gain" in c]
+    where = lambda c: f"{c['arm'][5:]} at {c['fraction']:g} ({pts(c['gain'], True)} ± {pts(c['gain_ci95'])})"  # noqa: E731
+    helps = [where(c) for c in mixed if c["significant"] and c["gain"] > 0]
+    hurts = [where(c) for c in mixed if c["significant"] and c["gain"] < 0]
+    basis = f"{n_seeds} seeds, 95% t-interval of the paired gain over `real`, in points"
+    lines = [("Helps significantly: " + "; ".join(helps) if helps else
+              "No source helps significantly at any fraction studied") + f" ({basis}).",
+             ("Hurts significantly: " + "; ".join(hurts) if hurts else "No source hurts significantly") + "."]
+    head = [c for c in mixed if c["fraction"] == ctx["headline_fraction"]]
+    if head:
+        best = max(head, key=lambda c: c["gain"])
+        lines.append(f"Largest mean gain at {best['fraction']:g} of the real data ({best['real_images']:,} images): "
+                     f"{best['arm'][5:]} {pts(best['gain'], True)} ± {pts(best['gain_ci95'])} points; its "
+                     f"{best['synthetic_images']:,} synthetic images are worth {worth(best, sentence=True)} here.")
+    else:
+        lines.append("No mixed arm ran at the headline fraction.")
+    by_f: dict[float, list[float]] = defaultdict(list)
+    for c in mixed:
+        by_f[c["fraction"]].append(c["gain"])
+    if len(by_f) >= 2:
+        lo, hi = min(by_f), max(by_f)
+        m_lo, m_hi = (sum(by_f[f]) / len(by_f[f]) for f in (lo, hi))
+        trend = "shrinks" if m_hi < m_lo else "grows"
+        lines.append(f"Mean gain over all sources: {pts(m_lo, True)} points at {lo:g} of the real data, "
+                     f"{pts(m_hi, True)} at {hi:g}: it {trend} as real data grows.")
+    elif by_f:
+        (f, g), = by_f.items()
+        lines.append(f"Mean gain over all sources at {f:g} of the real data: {pts(sum(g) / len(g), True)} points "
+                     "(one fraction studied).")
+    else:
+        lines.append("No paired gains to compare across fractions.")
+    rho, p, n = summary["correlation"]["fid_vs_gain"]
+    if math.isnan(rho):
+        lines.append(f"FID against gain: too few sources ({n}) for a rank correlation.")
+    else:
+        verdict = ("lower FID went with larger gains" if rho < 0 else "lower FID did not go with larger gains")
+        sig = "significant" if p < 0.05 else "not significant"
+        lines.append(f"Does FID predict usefulness here? Spearman rho(FID, gain at {ctx['headline_fraction']:g}) = "
+                     f"{rho:.2f} over {n} sources (p = {p:.2f}, {sig}): {verdict}.")
+    return lines
+
+
+def seen_by_generators(ctx: dict) -> str:
+    """The generators' data, said in every table title (DESIGN §1: no leakage, or labelled leakage)."""
+    if ctx["generator_fraction"] >= 1.0:
+        return f"generators saw all {ctx['train_images']:,} real training images"
+    return f"generators saw {ctx['generator_images']:,} real images ({ctx['generator_fraction']:g})"
+
+
+def header(ctx: dict) -> list[str]:
+    lines = [f"Dataset `{ctx['dataset']}`. Classifiers `{ctx['arch']}`, {ctx['steps']} steps of {ctx['batch_size']} "
+             f"each, {ctx['synthetic_ratio']:g} of every mixed batch synthetic, evaluated on the real test split; "
+             f"{len(ctx['seeds'])} seeds ({', '.join(map(str, ctx['seeds']))}). Accuracy: mean ± 95% t-interval. "
+             "Gain: the paired difference to `real` per seed, in points, with its own interval; significant "
+             "only when that interval excludes 0."]
+    if ctx["generator_fraction"] >= 1.0:
+        lines.append(f"**Generators and inversion saw all {ctx['train_images']:,} real training images** "
+                     "(`generator_fraction: 1.0`), including images that classifiers at smaller fractions were "
+                     "not given: a gain there carries information from real images the classifier never had.")
+    else:
+        lines.append(f"Generators and inversion trained only on the nested {ctx['generator_fraction']:g} subset "
+                     f"({ctx['generator_images']:,} of {ctx['train_images']:,} real training images); mixed arms "
+                     "ran only at fractions that contain it, so no generator saw an image its classifier was not "
+                     "given.")
+    return lines
+
+
+def markdown(summary: dict) -> str:
+    ctx, cells = summary["context"], summary["cells"]
+    seen = seen_by_generators(ctx)
+    out = ["# synthaug study summary", "", "## The answer", ""] + [f"{i}. {a}" for i, a in
+                                                                  enumerate(summary["answer"], 1)]
+    out += ["", *header(ctx), "", f"## Real-only learning curve ({seen})", "",
+            "| fraction | real images | accuracy (%) | ± 95% CI |", "|---|---|---|---|"]
+    out += [f"| {c['fraction']:g} | {c['real_images']:,} | {pts(c['accuracy'])} | {pts(c['ci95'])} |"
+            for c in cells if c["arm"] == "real"]
+    for f in sorted(ctx["fractions"]):
+        out += ["", f"## Arms at {f:g} of the real data ({seen})", "",
+                "| arm | real + synthetic images | accuracy (%) | ± 95% CI | gain (points) | ± 95% CI | "
+                "significant | synthetic images worth (real images) |", "|---|---|---|---|---|---|---|---|"]
+        for c in sorted((c for c in cells if c["fraction"] == f),
+                        key=lambda c: (c["arm"] != "real", -c.get("gain", 0))):
+            mixed = "gain" in c
+            out.append(f"| {c['arm']} | {c['real_images']:,} + {c['synthetic_images']:,} | {pts(c['accuracy'])} | "
+                       f"{pts(c['ci95'])} | {pts(c['gain'], True) if mixed else '-'} | "
+                       f"{pts(c['gain_ci95']) if mixed else '-'} | {('yes' if c['significant'] else 'no') if mixed else '-'}"
+                       f" | {worth(c) if c['arm'].startswith('real+') else '-'} |")
+    head = ctx["headline_fraction"]
+    ref = summary["reference"]
+    out += ["", f"## Sources: quality against usefulness ({seen})", "",
+            f"Gain at {head:g}. Label fidelity: share of samples that the judge (the `real` arm's classifier on "
+            f"{ref['judge_real_images']:,} real images) assigns their conditioned class. Diversity: within-class "
+            "diversity over that of held-out real images. Synthetic only: accuracy of `synth:S`.", "",
+            "| source | FID | label fidelity | diversity / real | synthetic only (%) | gain (points) | ± 95% CI |",
+            "|---|---|---|---|---|---|---|"]
+    for s, q in sorted(summary["sources"].items(), key=lambda kv: kv[1]["fid"]):
+        c = _cell(cells, f"real+{s}", head) or {}
+        out.append(f"| {s} | {q['fid']:.2f} | {_num(q['label_fidelity'])} | {_num(q['diversity_ratio'])} | "
+                   f"{pts(q['synthetic_only'])} ± {pts(q['synthetic_only_ci95'])} | {pts(c.get('gain'), True)} | "
+                   f"{pts(c.get('gain_ci95'))} |")
+    out.append(f"| held-out real (reference) | - | {_num(ref['label_fidelity'])} | 1.00 | - | - | - |")
+    out += ["", "| rank correlation across sources | Spearman rho | p | sources |", "|---|---|---|---|"]
+    for name, (rho, p, n) in summary["correlation"].items():
+        out.append(f"| {name.replace('_vs_', ' vs ').replace('_', ' ')} | {_num(rho)} | {_num(p)} | {n} |")
+    out += ["", "Synthetic images worth: the real-only curve, interpolated linearly in log(real images), gives the "
+            "real image count that reaches the arm's mean accuracy; minus the arm's own real images, that is "
+            "what its synthetic images are worth (\"above/below the measured range\" where the curve does not "
+            "reach). Every figure here comes from `metrics/` files written by the pipeline's stages (dvc.lock "
+            "records the code, data and params) and from runs recorded in MLflow.", ""]
+    return "\n".join(out)
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def headline_metrics(summary: dict) -> dict[str, float]:
+    """Flat figures to compare experiments by (the report's MLflow run)."""
+    out = {f"fid.{s}": q["fid"] for s, q in summary["sources"].items()}
     for c in summary["cells"]:
-        fr = "-" if c["fraction"] is None else f"{c['fraction']:g}"
-        lines.append(f"| {c['arm']} | {fr} | {len(c['seeds'])} | {_fmt(c['accuracy'])} | {_fmt(c['ci95'])} | "
-                     f"{_fmt(c.get('gain'), signed=True) if 'gain' in c else '-'} | "
-                     f"{_fmt(c.get('gain_ci95')) if 'gain' in c else '-'} |")
-    lines += ["", "## FID (lower is better)", "", "| source | FID | images | dims | reference |", "|---|---|---|---|---|"]
-    for s, f in sorted(summary["fid"].items(), key=lambda kv: kv[1]["fid"]):
-        lines.append(f"| {s} | {f['fid']:.2f} | {f['num_images']} | {f['dims']} | {f['ref_split']} split |")
-    lines += ["", "Every figure above comes from `metrics/` files written by the pipeline's stages (see dvc.lock "
-              "for the exact code, data and params) and from runs recorded in MLflow.", ""]
-    return "\n".join(lines)
-
-
-def accuracy_series(summary: dict) -> dict[str, dict[float, tuple[float, float]]]:
-    """arm -> fraction -> (mean, ci) for the arms that depend on the real fraction."""
-    out: dict[str, dict[float, tuple[float, float]]] = defaultdict(dict)
-    for c in summary["cells"]:
-        if c["fraction"] is not None:
-            out[c["arm"]][c["fraction"]] = (c["accuracy"], 0.0 if math.isnan(c["ci95"]) else c["ci95"])
-    return dict(out)
+        key = f"{c['arm']}.f{fraction_key(c['fraction'])}" if c["fraction"] is not None else c["arm"]
+        out[f"accuracy.{key}"] = c["accuracy"]
+        if "gain" in c:
+            out[f"gain.{key}"] = c["gain"]
+        if c.get("real_equivalent") is not None:
+            out[f"worth_real_images.{key}"] = c["real_equivalent"] - c["real_images"]
+    return out

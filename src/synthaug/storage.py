@@ -145,9 +145,16 @@ def load_json(path: str | os.PathLike) -> Any:
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """A compressed .npz (readable by `np.load`) whose bytes depend only on the arrays: the zip entries carry a
+    fixed timestamp, so re-running a stage on the same input leaves the same file and DVC re-runs nothing
+    downstream of it (np.savez_compressed stamps each entry with the current time)."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
 
 
 def load_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -109,8 +109,9 @@ class Tracker:
 
 @contextlib.contextmanager
 def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
-              tags: dict[str, str] | None = None) -> Iterator[Tracker]:
-    """Open the MLflow run for one stage item (e.g. `train@vae`) in the dataset's experiment."""
+              tags: dict[str, str] | None = None, parent: Tracker | None = None) -> Iterator[Tracker]:
+    """Open the MLflow run for one stage item (e.g. `train@vae`) in the dataset's experiment; with `parent`,
+    as a child of that run (one classify stage item trains many classifiers, each its own child run)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
@@ -138,6 +139,8 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     commit = git_commit(root)
     if commit:
         run_tags["mlflow.source.git.commit"] = commit
+    if parent is not None:
+        run_tags["mlflow.parentRunId"] = parent.run_id
     run_tags.update(tags or {})
     run = client.create_run(exp_id, tags=run_tags, run_name=stage)
     tracker = Tracker(client, run.info.run_id)

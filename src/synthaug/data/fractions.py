@@ -74,6 +74,27 @@ def nested_fractions(labels: np.ndarray, fractions: list[float], seed: int) -> d
     return out
 
 
+def subset_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The nested stratified subset of one fraction, exactly as `nested_fractions` lists it for any list that
+    holds that fraction (each class's permutation depends only on (seed, class)). The generators' training
+    subset is computed this way, so that adding a curve point to `fractions` does not retrain a generator."""
+    return np.asarray(nested_fractions(labels, [fraction], seed)[fraction_key(fraction)], dtype=np.int64)
+
+
+def generator_indices(labels: np.ndarray, fraction: float, seed: int, cap: int = 0) -> np.ndarray:
+    """Sorted indices of the real training images a generator (or the inversion) learns from: the nested subset
+    of `generator_fraction`, optionally capped to a seeded class-balanced `cap` of them (smoke runs, tests)."""
+    idx = subset_indices(labels, fraction, seed)
+    if cap <= 0 or cap >= len(idx):
+        return idx
+    rng = np.random.default_rng(seed)
+    sub = labels[idx]
+    classes = np.unique(sub)
+    per_class = max(1, cap // len(classes))
+    keep = np.concatenate([rng.permutation(np.flatnonzero(sub == c))[:per_class] for c in classes])
+    return np.sort(idx[keep])
+
+
 def save_fractions(path: str | os.PathLike, d: dict[str, list[int]], meta: dict) -> None:
     """Write {"fractions": d, "meta": meta} as JSON, atomically."""
     save_json(path, {"fractions": {k: [int(i) for i in v] for k, v in d.items()}, "meta": meta})

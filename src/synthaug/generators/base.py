@@ -77,4 +77,5 @@ def source_family(source: str) -> str:
 
 def training_code(module: ModuleType, stage: str) -> tuple[str, ...]:
     """The modules whose source defines what `module` trains when run by the stage module `stage`."""
-    return (stage, "synthaug.training", module.__name__, *module.TRAINING_CODE)
+    # data.fractions picks the real images it learns from (the generator_fraction subset).
+    return (stage, "synthaug.training", "synthaug.data.fractions", module.__name__, *module.TRAINING_CODE)

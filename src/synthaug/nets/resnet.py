@@ -3,7 +3,9 @@
 - `resnet18`: torchvision's ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), as used for
   32x32 inputs; 11M parameters, the GPU-profile choice.
 - `resnet20` / `resnet32`: the CIFAR ResNets of He et al. 2016 (§4.2): three stages of n BasicBlocks with
-  16/32/64 channels (n = 3 or 5); 0.27M / 0.46M parameters, the CPU-profile choice.
+  16/32/64 channels (n = 3 or 5); 0.27M / 0.46M parameters.
+- `resnet8`: the same family with n = 1 (0.08M parameters, about a third of resnet20's compute): the laptop
+  choice for the scarce regime, where a few hundred to a few thousand real images do not need more depth.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
 
-ARCHS = ("resnet20", "resnet32", "resnet18")
+ARCHS = ("resnet8", "resnet20", "resnet32", "resnet18")
 
 
 class CifarResNet(nn.Module):
@@ -38,6 +40,8 @@ class CifarResNet(nn.Module):
 
 
 def build_classifier(arch: str, in_channels: int, num_classes: int) -> nn.Module:
+    if arch == "resnet8":
+        return CifarResNet(1, in_channels, num_classes)
     if arch == "resnet20":
         return CifarResNet(3, in_channels, num_classes)
     if arch == "resnet32":

@@ -1,21 +1,33 @@
-"""`classify ARM`: train a classifier on one arm of the study and evaluate it on the real test split.
+"""`classify ARM`: train every classifier of one arm of the study and evaluate each on the real test split.
 
-ARM is `real`, `real+SOURCE`, `real+all` (with --fraction) or `synth:SOURCE` (synthetic only).
+ARM is `real`, `real+SOURCE`, `real+all` or `synth:SOURCE`. One process trains all the arm's runs (each
+fraction and seed, `synthaug.arms.arm_runs`), loading the data once. Each finished run leaves a record
+`metrics/classify/<arm>/<run>.json` carrying a fingerprint of what defined it (settings, data, code): a killed
+stage re-run with the same inputs skips the runs already recorded. `--fraction` / `--seed` run a subset.
+The `real` arm also keeps the weights of its run on the most real data (first seed): the judge that
+`fidelity` scores synthetic labels with.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import typer
 
+from synthaug.arms import arm_runs, arm_slug, parse_arm, run_slug
 from synthaug.config import ConfigError, as_dict
-from synthaug.arms import arm_slug, parse_arm
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
-from synthaug.data.shards import read_shards
-from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage, require,
-                                    stage_command, write_metrics)
+from synthaug.data.shards import read_manifest, read_shards
+from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage,
+                                    require, stage_command, write_metrics)
+from synthaug.storage import StorageError, load_json, save_checkpoint, save_json
 from synthaug.tracking import stage_run
+from synthaug.training import fingerprint_of
+
+log = logging.getLogger("synthaug")
+CODE = ("synthaug.stages.classify", "synthaug.classification", "synthaug.nets.resnet", "synthaug.training")
 
 
 def load_synthetic(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -23,41 +35,111 @@ def load_synthetic(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _selected(arm: str, params, fraction: float | None, seed: int | None) -> list[tuple[float | None, int]]:
+    runs = arm_runs(arm, params)
+    if fraction is not None:
+        if arm.startswith("synth:"):
+            raise ConfigError(f"arm '{arm}' uses no real data: drop --fraction")
+        runs = [r for r in runs if r[0] is not None and fraction_key(r[0]) == fraction_key(fraction)]
+        if not runs:
+            raise ConfigError(f"--fraction {fraction}: arm '{arm}' does not run there "
+                              f"(its fractions: {[f for f in {r[0] for r in arm_runs(arm, params)}]})")
+    if seed is not None:
+        runs = [r for r in runs if r[1] == seed]
+        if not runs:
+            raise ConfigError(f"--seed {seed}: not among classify.seeds {params.classify.seeds}")
+    return runs
+
+
+def _existing(path, fingerprint: str) -> dict | None:
+    """The record of a run already made with this fingerprint (else None: it must be trained)."""
+    if not path.is_file():
+        return None
+    try:
+        record = load_json(path)
+    except StorageError:
+        return None
+    return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint else None
+
+
 @stage_command
 def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all | synth:SOURCE"),
-             fraction: float = typer.Option(None, help="real-data fraction (not for synth: arms)"),
-             seed: int = typer.Option(0, help="classifier seed (one of classify.seeds)"),
+             fraction: float = typer.Option(None, help="run only this real-data fraction"),
+             seed: int = typer.Option(None, help="run only this classifier seed (one of classify.seeds)"),
              params_path: str = PARAMS_OPTION) -> None:
-    """Train and evaluate one classifier; writes metrics/classify/<arm>_f<fraction>_s<seed>.json."""
+    """Train and evaluate the arm's classifiers; writes metrics/classify/<arm>/ and metrics/classify/<arm>.json."""
     from synthaug.classification import ArmData, train_and_evaluate  # torchvision: import only when used
 
     params, runtime = load_stage(params_path)
     with_real, sources = parse_arm(arm, params)
-    if with_real and fraction is None:
-        raise ConfigError(f"arm '{arm}' needs --fraction (one of {params.fractions})")
-    if not with_real:
-        fraction = None
+    runs = _selected(arm, params, fraction, seed)
     meta = load_meta(require(REAL_DIR, "prepare"))
-    real = None
-    if with_real:
-        subsets = load_fractions(FRACTIONS)
-        key = fraction_key(fraction)
-        if key not in subsets:
-            raise ConfigError(f"--fraction {fraction}: not among the prepared fractions {sorted(subsets)}")
-        train = load_prepared(REAL_DIR, "train")
-        idx = np.asarray(subsets[key], dtype=np.int64)
-        real = (train.images[idx], train.labels[idx])
+    train = load_prepared(REAL_DIR, "train") if with_real else None
+    subsets = load_fractions(require(FRACTIONS, "prepare")) if with_real else {}
+    for f, _ in runs:
+        if f is not None and fraction_key(f) not in subsets:
+            raise ConfigError(f"--fraction {f}: not among the prepared fractions {sorted(subsets)}")
     synthetic = load_synthetic(sources) if sources else None
     test = load_prepared(REAL_DIR, "test")
     c = params.classify
-    slug = arm_slug(arm, fraction, seed)
-    logged = {"arm": arm, "fraction": fraction, "seed": seed, "sources": ",".join(sources),
-              "synthetic_ratio": c.synthetic_ratio, "classifier": as_dict(c.model), **runtime.describe()}
-    with stage_run(f"classify@{slug}", params.dataset.name, params=logged,
-                   tags={"arm": arm, "fraction": str(fraction), "seed": str(seed)}) as run:
-        metrics = train_and_evaluate(ArmData(real, synthetic), (test.images, test.labels), meta["num_classes"],
-                                     c.model, c.synthetic_ratio, runtime, seed, run.log_metrics)
-        run.log_metrics(metrics)
-    write_metrics(METRICS / "classify" / f"{slug}.json",
-                  {"arm": arm, "fraction": fraction, "seed": seed, **metrics})
-    print(f"classify@{slug}: test accuracy {metrics['test_accuracy']:.4f}")
+    slug = arm_slug(arm)
+    records_dir = METRICS / "classify" / slug
+    judge_run = (max(f for f, _ in arm_runs(arm, params)), c.seeds[0]) if arm == "real" else None
+    data_id = {"real": meta.get("files"), "synthetic": {s: read_manifest(SYNTH_DIR / s).get("shards")
+                                                        for s in sources}}
+    settings = {"arm": arm, "sources": ",".join(sources), "synthetic_ratio": c.synthetic_ratio,
+                "classifier": as_dict(c.model), **runtime.describe()}
+    with stage_run(f"classify@{slug}", params.dataset.name, params={**settings, "runs": len(runs)},
+                   tags={"arm": arm}) as parent:
+        for f, s in runs:
+            name = run_slug(f, s)
+            real = None
+            if with_real:
+                idx = np.asarray(subsets[fraction_key(f)], dtype=np.int64)
+                real = (train.images[idx], train.labels[idx])
+            fingerprint = fingerprint_of(settings, f, s, data_id, None if real is None else len(real[1]), code=CODE)
+            keep_weights = judge_run == (f, s)
+            record = _existing(records_dir / f"{name}.json", fingerprint)
+            if record is not None and not (keep_weights and not JUDGE.is_file()):
+                log.info("classify@%s %s: already recorded with these inputs; skipped", slug, name)
+                continue
+            with stage_run(f"classify@{slug}_{name}", params.dataset.name,
+                           params={**settings, "fraction": f, "seed": s}, parent=parent,
+                           tags={"arm": arm, "fraction": str(f), "seed": str(s)}) as run:
+                metrics, model = train_and_evaluate(ArmData(real, synthetic), (test.images, test.labels),
+                                                    meta["num_classes"], c.model, c.synthetic_ratio, runtime, s,
+                                                    run.log_metrics)
+                run.log_metrics(metrics)
+            if keep_weights:
+                save_checkpoint(JUDGE, {"model": model.state_dict(), "arch": c.model.arch,
+                                        "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
+                                        "fraction": f, "seed": s, "real_images": metrics["real_images"],
+                                        "test_accuracy": metrics["test_accuracy"]})
+            write_metrics(records_dir / f"{name}.json", {"arm": arm, "fraction": f, "seed": s, **metrics,
+                                                         "fingerprint": fingerprint})
+            print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")
+        if fraction is None and seed is None:  # a full run: drop records of runs the params no longer define
+            wanted = {f"{run_slug(f, s)}.json" for f, s in runs}
+            for stale in records_dir.glob("*.json"):
+                if stale.name not in wanted:
+                    stale.unlink()
+        summary = arm_summary(arm, params, records_dir)
+        parent.log_metrics(_flat(summary))
+    save_json(METRICS / "classify" / f"{slug}.json", summary)
+
+
+def arm_summary(arm: str, params, records_dir) -> dict:
+    """The arm's test accuracy per fraction and seed, from the records of the runs the params define."""
+    out: dict = {}
+    for f, s in arm_runs(arm, params):
+        path = records_dir / f"{run_slug(f, s)}.json"
+        if path.is_file():
+            key = "synthetic_only" if f is None else f"f{fraction_key(f)}"
+            out.setdefault(key, {})[f"s{s}"] = round(float(load_json(path)["test_accuracy"]), 6)
+    return out
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    return {k2: v2 for k, v in d.items()
+            for k2, v2 in (_flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+

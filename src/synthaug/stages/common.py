@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import sys
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import typer
 
 from synthaug.config import ConfigError, Params, load_params
@@ -18,13 +20,15 @@ log = logging.getLogger("synthaug")
 
 # On-disk layout between stages (DESIGN §3). Paths are relative to the repo root (DVC's wdir).
 REAL_DIR = Path("data/real")
-FRACTIONS = REAL_DIR / "fractions.json"
+FRACTIONS = Path("data/fractions.json")  # beside data/real, so a new curve point leaves data/real unchanged
 SYNTH_DIR = Path("data/synthetic")
 FID_REF = Path("data/fid_ref.npz")
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
+# The `real` arm's classifier on the most real data (first seed): it scores synthetic labels (`fidelity`).
+JUDGE = MODELS / "judge" / "classifier.pt"
 
 PARAMS_OPTION = typer.Option("params.yaml", "--params", help="params file (validated whole before any work)")
 
@@ -84,3 +88,11 @@ def require(path: Path, made_by: str) -> Path:
 def write_metrics(path: Path, metrics: dict) -> None:
     """A small flat JSON of numbers (DVC metrics, `cache: false`)."""
     save_json(path, {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()})
+
+
+def seen_real_images(indices: np.ndarray, fraction: float) -> dict:
+    """What a generator saw, for MLflow and metrics: how many real training images, of which fraction, and a hash
+    of their sorted indices (so two runs can be checked to have seen exactly the same images)."""
+    idx = np.sort(np.asarray(indices, dtype=np.int64))
+    return {"generator_fraction": fraction, "train_images": int(idx.size),
+            "train_indices_sha256": hashlib.sha256(idx.tobytes()).hexdigest()[:16]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from synthaug.config import ConfigError, as_dict
+from synthaug.data.fractions import generator_indices
 from synthaug.data.groups import class_groups
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.generators import inversion
@@ -10,7 +11,7 @@ from synthaug.generators.base import training_code
 from synthaug.generators.inversion import PREVIEW, invert as invert_groups, preview_rows
 from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
-                                    stage_command, write_metrics)
+                                    seen_real_images, stage_command, write_metrics)
 from synthaug.storage import save_json, sha256_file
 from synthaug.tracking import stage_run
 from synthaug.training import fingerprint_of
@@ -26,11 +27,15 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
     diffusion = require(MODELS / "diffusion" / "checkpoint.pt", "train@diffusion")
     meta = load_meta(require(REAL_DIR, "prepare"))
     split = load_prepared(REAL_DIR, "train")
-    members, group_labels = class_groups(split.labels, p.group_size, p.groups_per_class, params.seed)
+    # Inversion sees only what the generators saw: groups are drawn from the generator_fraction subset.
+    seen = generator_indices(split.labels, params.generator_fraction, params.seed)
+    members, group_labels = class_groups(split.labels[seen], p.group_size, p.groups_per_class, params.seed)
+    members = seen[members]
     if p.batch_size > members.size:
         raise ConfigError(f"invert.batch_size: {p.batch_size} exceeds the {members.size} images in the groups")
     logged = {"invert": as_dict(p), "seed": params.seed, "groups": len(group_labels),
-              "inverted_images": int(members.size), **runtime.describe()}
+              **seen_real_images(members.ravel(), params.generator_fraction),
+              **runtime.describe()}
     fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), str(runtime.device),
                                  code=training_code(inversion, __name__))
     with stage_run("invert", params.dataset.name, params=logged) as run:
@@ -46,6 +51,7 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
             save_grid_png(REPORTS / "grids" / PREVIEW, result.images[PREVIEW], names,
                           title="real group | samples from its learned embedding | from its class embedding")
             run.log_artifact(REPORTS / "grids" / PREVIEW)
-    write_metrics(METRICS / "invert.json", {"steps": result.steps, **result.summary})
+    write_metrics(METRICS / "invert.json", {"steps": result.steps, "train_images": int(members.size),
+                                            "generator_fraction": params.generator_fraction, **result.summary})
     print(f"invert: {len(group_labels)} groups of {p.group_size}; denoising loss {result.summary['loss_learned']:.4f} "
           f"with learned embeddings vs {result.summary['loss_class_embedding']:.4f} with class embeddings")

@@ -1,44 +1,76 @@
-"""`report`: reports/summary.{md,json}, DVC plot data and an accuracy-vs-fraction figure, from metrics only."""
+"""`report`: reports/summary.{md,json}, figures and DVC plot data, from metrics files only."""
 
 from __future__ import annotations
 
-from synthaug.arms import arm_slug, study_items
-from synthaug.plots import save_accuracy_png
-from synthaug.report import accuracy_series, collect, markdown, summarise
-from synthaug.stages.common import METRICS, PARAMS_OPTION, REPORTS, load_stage, stage_command
+from collections import defaultdict
+
+from synthaug.config import real_curve_fractions
+from synthaug.data.fractions import fraction_key, load_fractions
+from synthaug.data.real import load_meta
+from synthaug.plots import save_accuracy_png, save_gain_png, save_quality_png
+from synthaug.report import collect, headline_metrics, markdown, seen_by_generators, summarise
+from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, load_stage, require,
+                                    stage_command)
 from synthaug.storage import atomic_dir, atomic_path, save_json
 from synthaug.tracking import stage_run
 
 
+def _write_csv(path, header: str, rows: list[str]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join([header, *rows]) + "\n")
+
+
 @stage_command
 def report(params_path: str = PARAMS_OPTION) -> None:
-    """Summarise every metrics/classify and metrics/fid file into reports/."""
+    """Summarise the study's metrics into reports/ (markdown, JSON, PNG figures, DVC plot data)."""
     params, _ = load_stage(params_path)
-    slugs = [arm_slug(*item) for item in study_items(params)]
-    runs, fids = collect(METRICS, slugs, list(params.sources))
-    summary = summarise(runs, fids)
-    context = {"dataset": params.dataset.name, "protocol": "full", "arch": params.classify.model.arch,
-               "steps": params.classify.model.steps, "synthetic_ratio": params.classify.synthetic_ratio}
-    summary["context"] = context
+    meta = load_meta(require(REAL_DIR, "prepare"))
+    subsets = load_fractions(require(FRACTIONS, "prepare"))
+    c = params.classify
+    context = {"dataset": params.dataset.name, "arch": c.model.arch, "steps": c.model.steps,
+               "batch_size": c.model.batch_size, "synthetic_ratio": c.synthetic_ratio, "seeds": list(c.seeds),
+               "sources": list(params.sources), "fractions": sorted(params.fractions),
+               "real_fractions": real_curve_fractions(params), "headline_fraction": min(params.fractions),
+               "generator_fraction": params.generator_fraction, "train_images": meta["counts"]["train"],
+               "generator_images": len(subsets[fraction_key(params.generator_fraction)])}
+    summary = summarise(collect(METRICS, params), context)
     save_json(REPORTS / "summary.json", summary)
     md = REPORTS / "summary.md"
     with atomic_path(md) as tmp:
-        tmp.write_text(markdown(summary, context))
-    series = accuracy_series(summary)
-    # One CSV per arm in one folder: `dvc plots show` draws each file as a line.
+        tmp.write_text(markdown(summary))
+
+    cells, seen = summary["cells"], seen_by_generators(context)
+    series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    gains: dict[float, dict[str, tuple[float, float]]] = defaultdict(dict)
+    for cell in cells:
+        if cell["fraction"] is not None:
+            series[cell["arm"]].append((cell["real_images"], cell["accuracy"], cell["ci95"]))
+        if "gain" in cell:
+            gains[cell["fraction"]][cell["arm"][5:]] = (cell["gain"], cell["gain_ci95"])
+    head = context["headline_fraction"]
+    quality = {s: {**q, **{k: v for k, v in (next((x for x in cells if x["arm"] == f"real+{s}" and
+                                                   x["fraction"] == head), {})).items() if k.startswith("gain")}}
+               for s, q in summary["sources"].items()}
+    figures = {"accuracy_vs_real_images.png": lambda p: save_accuracy_png(
+                   p, series, f"{params.dataset.name}: accuracy against real images ({seen})"),
+               "gain_per_source.png": lambda p: save_gain_png(
+                   p, gains, f"paired gain over real, {len(c.seeds)} seeds ({seen})"),
+               "quality_vs_gain.png": lambda p: save_quality_png(
+                   p, quality, f"quality against usefulness at {head:g} of the real data ({seen})")}
+    for name, draw in figures.items():
+        draw(REPORTS / name)
+    # DVC plot data: one CSV per arm (`dvc plots show` draws each file as a line), gains, FID against gain.
     with atomic_dir(REPORTS / "accuracy") as tmp:
-        for arm, by_fraction in series.items():
-            rows = ["fraction,accuracy,ci95"] + [f"{f},{m:.6f},{c:.6f}" for f, (m, c) in sorted(by_fraction.items())]
-            (tmp / f"{arm}.csv").write_text("\n".join(rows) + "\n")
-    with atomic_path(REPORTS / "fid.csv") as tmp:
-        tmp.write_text("source,fid\n" + "".join(f"{s},{f['fid']:.4f}\n" for s, f in sorted(summary["fid"].items())))
-    png = REPORTS / "accuracy_vs_fraction.png"
-    save_accuracy_png(png, series, f"{params.dataset.name}: accuracy vs real-data fraction")
+        for arm, points in series.items():
+            _write_csv(tmp / f"{arm}.csv", "real_images,accuracy,ci95",
+                       [f"{n},{m:.6f},{ci:.6f}" for n, m, ci in sorted(points)])
+    _write_csv(REPORTS / "gain.csv", "source,fraction,gain,ci95",
+               [f"{s},{f:g},{g:.6f},{ci:.6f}" for f, by in sorted(gains.items()) for s, (g, ci) in sorted(by.items())])
+    _write_csv(REPORTS / "quality.csv", "source,fid,label_fidelity,gain",
+               [f"{s},{q['fid']:.4f},{q['label_fidelity']:.6f},{q.get('gain', float('nan')):.6f}"
+                for s, q in sorted(quality.items())])
     with stage_run("report", params.dataset.name, params=context) as run:
-        for c in summary["cells"]:
-            if c["fraction"] is not None:
-                run.log_metrics({f"accuracy.{c['arm']}.f{c['fraction']:g}": c["accuracy"]})
-        run.log_metrics({f"fid.{s}": f["fid"] for s, f in summary["fid"].items()})
-        for p in (md, png, REPORTS / "summary.json"):
+        run.log_metrics(headline_metrics(summary))
+        for p in (md, REPORTS / "summary.json", *(REPORTS / n for n in figures)):
             run.log_artifact(p)
     print(md.read_text())

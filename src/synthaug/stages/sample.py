@@ -64,8 +64,9 @@ def sample(source: str = typer.Argument(..., help=f"synthetic source: {', '.join
 
 
 def sample_quality(images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Within-class diversity of the samples beside that of real training images (mode-collapse check)."""
-    real = load_prepared(REAL_DIR, "train")
+    """Within-class diversity of the samples beside that of held-out real images (the test split, which no
+    generator saw), a mode-collapse check."""
+    real = load_prepared(REAL_DIR, "test")
     synth_div = within_class_diversity(images, labels)
     real_div = within_class_diversity(real.images, real.labels)
     return {"diversity": synth_div, "real_diversity": real_div, "diversity_ratio": synth_div / real_div}

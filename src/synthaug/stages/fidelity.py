@@ -1,0 +1,45 @@
+"""`fidelity`: label fidelity of every source, scored by the judge (the `real` arm's classifier on the most real data).
+
+Label fidelity of a source: the share of its samples that the judge assigns the class they were generated for,
+overall and per class. The reference line is the same judge on held-out real images (the test split): a source
+cannot be expected to score above what real images score.
+"""
+
+from __future__ import annotations
+
+from synthaug.stages.classify import load_synthetic
+from synthaug.stages.common import (JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, load_stage, require,
+                                    stage_command, write_metrics)
+from synthaug.data.real import load_meta, load_prepared
+from synthaug.storage import atomic_path
+from synthaug.tracking import stage_run
+
+
+@stage_command
+def fidelity(params_path: str = PARAMS_OPTION) -> None:
+    """Score every source's labels with the judge: metrics/fidelity.json, reports/fidelity_per_class.csv."""
+    from synthaug.classification import evaluate, load_classifier  # torchvision: import only when used
+
+    params, runtime = load_stage(params_path)
+    meta = load_meta(require(REAL_DIR, "prepare"))
+    model, judge = load_classifier(require(JUDGE, "classify_real"), runtime)
+    k, bs = meta["num_classes"], params.classify.model.eval_batch_size
+    test = load_prepared(REAL_DIR, "test")
+    scored = {"real_test": evaluate(model, test.images, test.labels, runtime, k, bs)}
+    for source in params.sources:
+        scored[source] = evaluate(model, *load_synthetic([source]), runtime, k, bs)
+    overall = {name: m["test_accuracy"] for name, m in scored.items()}
+    about = {"judge_fraction": judge["fraction"], "judge_seed": judge["seed"],
+             "judge_real_images": judge["real_images"]}
+    with stage_run("fidelity", params.dataset.name, params={**about, **runtime.describe()}) as run:
+        run.log_metrics({f"label_fidelity.{name}": v for name, v in overall.items()})
+        csv = REPORTS / "fidelity_per_class.csv"
+        with atomic_path(csv) as tmp:
+            rows = ["source,class,label_fidelity"] + [
+                f"{name},{meta['class_names'][c]},{m[f'test_accuracy_class{c}']:.6f}"
+                for name, m in scored.items() for c in range(k) if f"test_accuracy_class{c}" in m]
+            tmp.write_text("\n".join(rows) + "\n")
+        run.log_artifact(csv)
+    write_metrics(METRICS / "fidelity.json", {**overall, **about})
+    print("label fidelity (judge: real arm, "
+          f"{judge['real_images']} real images): " + ", ".join(f"{n} {v:.3f}" for n, v in overall.items()))

@@ -1,0 +1,68 @@
+"""The study's statistics: intervals over seeds, paired gains, sample efficiency and rank correlation.
+
+Pure functions of numbers, so each can be checked against a hand computation (tests/test_study_stats.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as st
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student-t confidence interval (nan for a single value)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), math.nan
+    return float(v.mean()), float(st.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def paired_gain(arm: dict[int, float], base: dict[int, float]) -> tuple[float, float, int] | None:
+    """Mean and 95% t half-width of (arm - base) over the seeds both have, and how many; None if none."""
+    shared = sorted(set(arm) & set(base))
+    if not shared:
+        return None
+    mean, ci = mean_ci([arm[s] - base[s] for s in shared])
+    return mean, ci, len(shared)
+
+
+def significant(mean: float, ci: float) -> bool:
+    """A gain or loss is called significant only when its 95% interval excludes 0 (needs >= 2 seeds)."""
+    return math.isfinite(ci) and abs(mean) > ci
+
+
+def real_images_equivalent(counts: list[int], accuracies: list[float], target: float) -> tuple[float | None, str]:
+    """How many real images the real-only curve needs to reach `target` accuracy.
+
+    The curve is interpolated linearly in log(image count) between measured points, taking the first
+    segment that reaches the target. Returns (images, "interpolated"), or (None, "above") when the target
+    exceeds every measured accuracy, or (None, "below") when it is under the smallest measured point.
+    """
+    if len(counts) != len(accuracies) or not counts:
+        raise ValueError("need one accuracy per image count, and at least one point")
+    order = np.argsort(counts)
+    n = np.asarray(counts, dtype=float)[order]
+    a = np.asarray(accuracies, dtype=float)[order]
+    if target > a.max():
+        return None, "above"
+    if target < a[0]:
+        return None, "below"
+    if target == a[0]:
+        return float(n[0]), "interpolated"
+    for i in range(len(n) - 1):
+        lo, hi = a[i], a[i + 1]
+        if lo < target <= hi:
+            t = (target - lo) / (hi - lo)
+            return float(math.exp(math.log(n[i]) + t * (math.log(n[i + 1]) - math.log(n[i])))), "interpolated"
+    # reached only at a point after a dip (e.g. an exact tie with a later, lower-to-higher segment's start)
+    return float(n[int(np.flatnonzero(a >= target)[0])]), "interpolated"
+
+
+def spearman(x: list[float], y: list[float]) -> tuple[float, float, int]:
+    """Spearman rank correlation, its two-sided p-value and n (nan with fewer than 3 pairs or no spread)."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan, math.nan, len(x)
+    res = st.spearmanr(x, y)
+    return float(res.statistic), float(res.pvalue), len(x)

@@ -1,0 +1,62 @@
+"""The study's statistics against hand computations: t-intervals, paired gains, sample efficiency, Spearman."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from synthaug.study_stats import mean_ci, paired_gain, real_images_equivalent, significant, spearman
+
+T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+T_975_DF1 = 12.706204736174705
+
+
+def test_mean_ci_known_values():
+    m, h = mean_ci([1.0, 2.0, 3.0])  # sd 1
+    assert m == 2.0 and h == pytest.approx(T_975_DF2 / math.sqrt(3), rel=1e-9)
+    m, h = mean_ci([0.5, 0.7])  # sd = 0.1 * sqrt(2)
+    assert m == pytest.approx(0.6) and h == pytest.approx(T_975_DF1 * 0.1 * math.sqrt(2) / math.sqrt(2), rel=1e-9)
+    m, h = mean_ci([0.9])
+    assert m == 0.9 and math.isnan(h)
+    assert mean_ci([0.4, 0.4, 0.4]) == (pytest.approx(0.4), pytest.approx(0.0, abs=1e-12))
+
+
+def test_paired_gain_uses_only_shared_seeds():
+    arm = {0: 0.85, 1: 0.83, 2: 0.88, 3: 0.99}  # seed 3 has no baseline: not paired
+    base = {0: 0.80, 1: 0.82, 2: 0.84}
+    mean, ci, n = paired_gain(arm, base)
+    # differences 0.05, 0.01, 0.04: mean 0.1/3, sd sqrt(((0.05-m)^2 + (0.01-m)^2 + (0.04-m)^2) / 2)
+    m = 0.1 / 3
+    sd = math.sqrt(((0.05 - m) ** 2 + (0.01 - m) ** 2 + (0.04 - m) ** 2) / 2)
+    assert n == 3 and mean == pytest.approx(m) and ci == pytest.approx(T_975_DF2 * sd / math.sqrt(3))
+    assert paired_gain({5: 0.1}, base) is None
+
+
+def test_significance_needs_an_interval_excluding_zero():
+    assert significant(0.02, 0.01) and significant(-0.02, 0.01)
+    assert not significant(0.01, 0.02) and not significant(0.05, math.nan)
+
+
+def test_real_images_equivalent_interpolates_on_log_count():
+    counts, accs = [100, 1000, 10000], [0.60, 0.70, 0.90]
+    # 0.65 is halfway from 0.60 to 0.70: halfway between log 100 and log 1000 -> 10^2.5
+    n, status = real_images_equivalent(counts, accs, 0.65)
+    assert status == "interpolated" and n == pytest.approx(10 ** 2.5)
+    # 0.85 is 3/4 of the way from 0.70 to 0.90: 10^(3 + 0.75)
+    assert real_images_equivalent(counts, accs, 0.85)[0] == pytest.approx(10 ** 3.75)
+    assert real_images_equivalent(counts, accs, 0.70) == (pytest.approx(1000), "interpolated")
+    assert real_images_equivalent(counts, accs, 0.60) == (pytest.approx(100), "interpolated")
+    assert real_images_equivalent(counts, accs, 0.95) == (None, "above")
+    assert real_images_equivalent(counts, accs, 0.50) == (None, "below")
+    # unsorted input, and a curve with a dip: the first segment that reaches the target counts
+    assert real_images_equivalent([1000, 100, 10000], [0.70, 0.60, 0.90], 0.65)[0] == pytest.approx(10 ** 2.5)
+    assert real_images_equivalent([10, 100, 1000], [0.5, 0.7, 0.6], 0.6)[0] == pytest.approx(10 ** 1.5)
+
+
+def test_spearman_against_hand_ranks():
+    rho, p, n = spearman([1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 20.0, 40.0])
+    # ranks (1,2,3,4) vs (1,3,2,4): d^2 = 0+1+1+0 = 2; rho = 1 - 6*2 / (4*15) = 0.8
+    assert n == 4 and rho == pytest.approx(0.8) and 0 < p < 1
+    assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])[0] == pytest.approx(-1.0)
+    assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0])[0])
