@@ -182,6 +182,9 @@ def _train_workspace(root: Path, template: Path, store_template: Path) -> tuple[
     return ws, env
 
 
+SMOKE_GENERATOR_IMAGES = 721  # digits' 1,438 training images, generator_fraction 0.5 of each class
+
+
 def _start_train(ws: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "synthaug", "train", "vae", "--params", "params.yaml"], cwd=ws,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -221,7 +224,7 @@ def train_runs(tmp_path_factory, template, store_template):
 def test_kill_9_during_training_then_rerun_resumes_and_matches_uninterrupted_run(train_runs):
     ws, out = train_runs
     killed_at, had_metrics = out["killed"]
-    total = 6 * (1438 // 64)
+    total = 6 * (SMOKE_GENERATOR_IMAGES // 64)
     assert 0 < killed_at < total and not had_metrics  # killed mid-run, after a checkpoint, before any metrics
     assert f"resuming train vae from step {killed_at} of {total}" in out["k"][1]
     for rel in ("metrics/train/vae.json", "plots/train/vae.json"):  # final metrics; the whole loss history
@@ -237,7 +240,7 @@ def test_same_params_and_seed_give_byte_identical_metrics(train_runs):
     for rel in ("metrics/train/vae.json", "plots/train/vae.json"):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     m = json.loads((a / "metrics/train/vae.json").read_text())
-    assert np.isfinite(m["final_loss"]) and m["steps"] == 6 * (1438 // 64)
+    assert np.isfinite(m["final_loss"]) and m["steps"] == 6 * (SMOKE_GENERATOR_IMAGES // 64)
 
 
 @pytest.mark.slow  # the three share one fixture: four real training processes, ~60 s

@@ -1,4 +1,4 @@
-"""`prepare`: real train/test splits as npz + meta, and the nested stratified fractions in data/fractions.json (DESIGN §3)."""
+"""`prepare`: real train/test splits as npz + meta, and the nested stratified fractions (DESIGN §3)."""
 
 from __future__ import annotations
 
