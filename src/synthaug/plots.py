@@ -67,14 +67,16 @@ def _save(fig, path: str | Path) -> None:
 
 
 def save_accuracy_png(path: str | Path, series: dict[str, list[tuple[int, float, float]]], title: str) -> None:
-    """Test accuracy against real training images (log axis), one line per arm with a 95% CI band."""
+    """Test accuracy against real training images (log axis): `real` with its 95% CI band, other arms with CI bars."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm, points in sorted(series.items(), key=lambda kv: (kv[0] != "real", kv[0])):
         n, mean, ci = (np.asarray(v, dtype=float) for v in zip(*sorted(points)))
         ci = np.nan_to_num(ci)
-        style = dict(color="black", lw=2.2, zorder=3) if arm == "real" else dict(lw=1.2)
-        line, = ax.plot(n, 100 * mean, marker="o", ms=3.5, label=arm, **style)
-        ax.fill_between(n, 100 * (mean - ci), 100 * (mean + ci), color=line.get_color(), alpha=0.15, lw=0)
+        if arm == "real":  # the yardstick: a line with its CI band
+            ax.plot(n, 100 * mean, marker="o", ms=3.5, label=arm, color="black", lw=2.2, zorder=3)
+            ax.fill_between(n, 100 * (mean - ci), 100 * (mean + ci), color="black", alpha=0.12, lw=0)
+        else:  # a few fractions each: CI bars read better than bands
+            ax.errorbar(n, 100 * mean, yerr=100 * ci, marker="o", ms=3.5, lw=1.0, capsize=3, label=arm)
     ax.set_xscale("log")
     ax.set_xlabel("real training images (log scale)")
     ax.set_ylabel("test accuracy on the real test split (%)")

@@ -60,15 +60,13 @@ def summarise(inputs: dict, context: dict) -> dict:
         sources[s] = {"fid": inputs["fid"][s]["fid"], "label_fidelity": fidelity.get(s),
                       "diversity_ratio": inputs["sample"][s].get("diversity_ratio"),
                       "synthetic_only": synth and synth["accuracy"], "synthetic_only_ci95": synth and synth["ci95"]}
-    head = context["headline_fraction"]
-    gains = {s: _cell(cells, f"real+{s}", head) for s in context["sources"]}
-    usable = [s for s in context["sources"] if gains[s] and "gain" in gains[s]]
-    correlation = {
-        "fid_vs_gain": spearman([sources[s]["fid"] for s in usable], [gains[s]["gain"] for s in usable]),
-        "fidelity_vs_gain": spearman([sources[s]["label_fidelity"] for s in usable if sources[s]["label_fidelity"]
-                                      is not None],
-                                     [gains[s]["gain"] for s in usable if sources[s]["label_fidelity"] is not None]),
-    }
+    for s, q in sources.items():  # the gain at the headline fraction, which quality is compared against
+        head = _cell(cells, f"real+{s}", context["headline_fraction"]) or {}
+        q.update(gain=head.get("gain"), gain_ci95=head.get("gain_ci95"))
+    correlation = {}
+    for key in ("fid", "label_fidelity"):
+        usable = [q for q in sources.values() if q["gain"] is not None and q[key] is not None]
+        correlation[f"{key}_vs_gain"] = spearman([q[key] for q in usable], [q["gain"] for q in usable])
     summary = {"context": context, "cells": cells, "sources": sources, "correlation": correlation,
                "reference": {"label_fidelity": fidelity.get("real_test"), "diversity_ratio": 1.0,
                              "judge_real_images": fidelity.get("judge_real_images")}}
@@ -106,7 +104,10 @@ def answer_lines(summary: dict) -> list[str]:
     ctx, cells = summary["context"], summary["cells"]
     n_seeds = len(ctx["seeds"])
     mixed = [c for c in cells if c["arm"].startswith("real+") and c["arm"] != "real+all" and "gain" in c]
-    where = lambda c: f"{c['arm'][5:]} at {c['fraction']:g} ({pts(c['gain'], True)} ± {pts(c['gain_ci95'])})"  # noqa: E731
+
+    def where(c: dict) -> str:
+        return f"{c['arm'][5:]} at {c['fraction']:g} ({pts(c['gain'], True)} ± {pts(c['gain_ci95'])})"
+
     helps = [where(c) for c in mixed if c["significant"] and c["gain"] > 0]
     hurts = [where(c) for c in mixed if c["significant"] and c["gain"] < 0]
     basis = f"{n_seeds} seeds, 95% t-interval of the paired gain over `real`, in points"
@@ -187,11 +188,10 @@ def markdown(summary: dict) -> str:
                 "significant | synthetic images worth (real images) |", "|---|---|---|---|---|---|---|---|"]
         for c in sorted((c for c in cells if c["fraction"] == f),
                         key=lambda c: (c["arm"] != "real", -c.get("gain", 0))):
-            mixed = "gain" in c
+            gain = (pts(c["gain"], True), pts(c["gain_ci95"]), "yes" if c["significant"] else "no") \
+                if "gain" in c else ("-", "-", "-")
             out.append(f"| {c['arm']} | {c['real_images']:,} + {c['synthetic_images']:,} | {pts(c['accuracy'])} | "
-                       f"{pts(c['ci95'])} | {pts(c['gain'], True) if mixed else '-'} | "
-                       f"{pts(c['gain_ci95']) if mixed else '-'} | {('yes' if c['significant'] else 'no') if mixed else '-'}"
-                       f" | {worth(c) if c['arm'].startswith('real+') else '-'} |")
+                       f"{pts(c['ci95'])} | {' | '.join(gain)} | {worth(c) if c['arm'].startswith('real+') else '-'} |")
     head = ctx["headline_fraction"]
     ref = summary["reference"]
     out += ["", f"## Sources: quality against usefulness ({seen})", "",
@@ -201,10 +201,9 @@ def markdown(summary: dict) -> str:
             "| source | FID | label fidelity | diversity / real | synthetic only (%) | gain (points) | ± 95% CI |",
             "|---|---|---|---|---|---|---|"]
     for s, q in sorted(summary["sources"].items(), key=lambda kv: kv[1]["fid"]):
-        c = _cell(cells, f"real+{s}", head) or {}
         out.append(f"| {s} | {q['fid']:.2f} | {_num(q['label_fidelity'])} | {_num(q['diversity_ratio'])} | "
-                   f"{pts(q['synthetic_only'])} ± {pts(q['synthetic_only_ci95'])} | {pts(c.get('gain'), True)} | "
-                   f"{pts(c.get('gain_ci95'))} |")
+                   f"{pts(q['synthetic_only'])} ± {pts(q['synthetic_only_ci95'])} | {pts(q['gain'], True)} | "
+                   f"{pts(q['gain_ci95'])} |")
     out.append(f"| held-out real (reference) | - | {_num(ref['label_fidelity'])} | 1.00 | - | - | - |")
     out += ["", "| rank correlation across sources | Spearman rho | p | sources |", "|---|---|---|---|"]
     for name, (rho, p, n) in summary["correlation"].items():

@@ -10,6 +10,7 @@ The `real` arm also keeps the weights of its run on the most real data (first se
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -43,7 +44,7 @@ def _selected(arm: str, params, fraction: float | None, seed: int | None) -> lis
         runs = [r for r in runs if r[0] is not None and fraction_key(r[0]) == fraction_key(fraction)]
         if not runs:
             raise ConfigError(f"--fraction {fraction}: arm '{arm}' does not run there "
-                              f"(its fractions: {[f for f in {r[0] for r in arm_runs(arm, params)}]})")
+                              f"(its fractions: {sorted({r[0] for r in arm_runs(arm, params)})})")
     if seed is not None:
         runs = [r for r in runs if r[1] == seed]
         if not runs:
@@ -97,7 +98,9 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
             if with_real:
                 idx = np.asarray(subsets[fraction_key(f)], dtype=np.int64)
                 real = (train.images[idx], train.labels[idx])
-            fingerprint = fingerprint_of(settings, f, s, data_id, None if real is None else len(real[1]), code=CODE)
+            # Which real images, not just how many: another `seed` draws other subsets of the same size.
+            subset = None if real is None else hashlib.sha256(idx.tobytes()).hexdigest()
+            fingerprint = fingerprint_of(settings, f, s, data_id, subset, code=CODE)
             keep_weights = judge_run == (f, s)
             record = _existing(records_dir / f"{name}.json", fingerprint)
             if record is not None and not (keep_weights and not JUDGE.is_file()):

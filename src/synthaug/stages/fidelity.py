@@ -7,10 +7,10 @@ cannot be expected to score above what real images score.
 
 from __future__ import annotations
 
-from synthaug.stages.classify import load_synthetic
-from synthaug.stages.common import (JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, load_stage, require,
-                                    stage_command, write_metrics)
 from synthaug.data.real import load_meta, load_prepared
+from synthaug.data.shards import read_shards
+from synthaug.stages.common import (JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage, require,
+                                    stage_command, write_metrics)
 from synthaug.storage import atomic_path
 from synthaug.tracking import stage_run
 
@@ -27,7 +27,7 @@ def fidelity(params_path: str = PARAMS_OPTION) -> None:
     test = load_prepared(REAL_DIR, "test")
     scored = {"real_test": evaluate(model, test.images, test.labels, runtime, k, bs)}
     for source in params.sources:
-        scored[source] = evaluate(model, *load_synthetic([source]), runtime, k, bs)
+        scored[source] = evaluate(model, *read_shards(require(SYNTH_DIR / source, f"sample@{source}")), runtime, k, bs)
     overall = {name: m["test_accuracy"] for name, m in scored.items()}
     about = {"judge_fraction": judge["fraction"], "judge_seed": judge["seed"],
              "judge_real_images": judge["real_images"]}

@@ -47,10 +47,7 @@ def report(params_path: str = PARAMS_OPTION) -> None:
             series[cell["arm"]].append((cell["real_images"], cell["accuracy"], cell["ci95"]))
         if "gain" in cell:
             gains[cell["fraction"]][cell["arm"][5:]] = (cell["gain"], cell["gain_ci95"])
-    head = context["headline_fraction"]
-    quality = {s: {**q, **{k: v for k, v in (next((x for x in cells if x["arm"] == f"real+{s}" and
-                                                   x["fraction"] == head), {})).items() if k.startswith("gain")}}
-               for s, q in summary["sources"].items()}
+    head, quality = context["headline_fraction"], summary["sources"]
     figures = {"accuracy_vs_real_images.png": lambda p: save_accuracy_png(
                    p, series, f"{params.dataset.name}: accuracy against real images ({seen})"),
                "gain_per_source.png": lambda p: save_gain_png(
@@ -67,7 +64,7 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     _write_csv(REPORTS / "gain.csv", "source,fraction,gain,ci95",
                [f"{s},{f:g},{g:.6f},{ci:.6f}" for f, by in sorted(gains.items()) for s, (g, ci) in sorted(by.items())])
     _write_csv(REPORTS / "quality.csv", "source,fid,label_fidelity,gain",
-               [f"{s},{q['fid']:.4f},{q['label_fidelity']:.6f},{q.get('gain', float('nan')):.6f}"
+               [f"{s},{q['fid']:.4f},{q['label_fidelity']:.6f},{q['gain'] if q['gain'] is not None else 'nan'}"
                 for s, q in sorted(quality.items())])
     with stage_run("report", params.dataset.name, params=context) as run:
         run.log_metrics(headline_metrics(summary))

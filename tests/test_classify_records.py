@@ -1,0 +1,58 @@
+"""A classify stage item's per-run records: a re-run with the same inputs skips recorded runs, and any change of
+the real images a run would see (here: another `seed`, which draws other subsets of the same size) re-trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SMOKE, set_key
+from fault_cases import prepared_template
+from synthaug.data.fractions import nested_fractions, save_fractions
+from synthaug.data.real import load_prepared
+
+pytestmark = pytest.mark.slow  # three real `classify` processes
+
+
+def _classify(ws: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(DVC_ROOT=str(ws), SYNTHAUG_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    return subprocess.run([sys.executable, "-m", "synthaug", "classify", "real", "--fraction", "0.5", "--seed", "0"],
+                          cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _params(ws: Path, seed: int) -> None:
+    d = yaml.safe_load(SMOKE.read_text())
+    for k, v in {"seed": seed, "classify.model.steps": 2, "classify.model.log_every": 1}.items():
+        set_key(d, k, v)
+    (ws / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    wanted = sorted(set(d["fractions"]) | set(d["real_fractions"]) | {d["generator_fraction"]})
+    labels = load_prepared(ws / "data" / "real", "train").labels
+    save_fractions(ws / "data" / "fractions.json", nested_fractions(labels, wanted, seed), {"seed": seed})
+
+
+def test_records_are_reused_only_for_the_same_real_images(tmp_path):
+    ws = prepared_template(tmp_path / "ws")
+    record = ws / "metrics" / "classify" / "real" / "f0.5_s0.json"
+    _params(ws, seed=0)
+    first = _classify(ws)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "classify@real f0.5_s0: test accuracy" in first.stdout
+    made = record.read_bytes()
+
+    again = _classify(ws)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "f0.5_s0: already recorded with these inputs; skipped" in again.stderr
+    assert "test accuracy" not in again.stdout and record.read_bytes() == made
+
+    _params(ws, seed=1)  # as `prepare` leaves it after `seed: 1`: same sizes, other images
+    other = _classify(ws)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "classify@real f0.5_s0: test accuracy" in other.stdout
+    assert json.loads(record.read_text())["fingerprint"] != json.loads(made)["fingerprint"]
