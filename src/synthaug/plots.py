@@ -13,6 +13,13 @@ import numpy as np  # noqa: E402
 from synthaug.storage import atomic_path  # noqa: E402
 
 
+def _save(fig, path: str | Path, dpi: int = 110, bbox_inches: str | None = "tight") -> None:
+    """Write a figure as PNG atomically, and free it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    plt.close(fig)
+
+
 def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
     """A uint8 mosaic with one row per class and the first `per_class` images of that class (blank if fewer)."""
     h, w, c = images.shape[1:]
@@ -39,9 +46,7 @@ def save_grid_png(path: str | Path, grid: np.ndarray, class_names: list[str] | N
     ax.set_xticks([])
     if title:
         ax.set_title(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def save_curves_png(path: str | Path, history: list[dict], title: str) -> None:
@@ -55,15 +60,9 @@ def save_curves_png(path: str | Path, history: list[dict], title: str) -> None:
         ax.set_xlabel("step", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100, bbox_inches=None)
 
 
-def _save(fig, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def save_accuracy_png(path: str | Path, series: dict[str, list[tuple[int, float, float]]], title: str) -> None:
