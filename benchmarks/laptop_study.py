@@ -85,7 +85,7 @@ def main() -> None:
 
     from synthaug.runtime import cpu_supports_bf16
 
-    threads = os.environ.get("SYNTHAUG_THREADS", f"all {os.cpu_count()}")
+    threads = os.environ.get("SYNTHAUG_THREADS", f"all {os.cpu_count()} (dvc repro runs one stage at a time)")
     print(f"\n`dvc repro` from a scratch clone: {args.params.name}, {threads} threads per stage, "
           f"torch {torch.__version__}, CPU bf16 {'yes' if cpu_supports_bf16() else 'no (fp32)'}")
     print(f"{'stage item':36s} {'wall s':>9s}")

@@ -1,235 +1,24 @@
 """The fault catalogue's cases: each bad input or fault, the command that meets it, and what the user must see.
 
 `tests/test_fault_catalogue.py` runs them (see its docstring for what every case must satisfy); README's
-"Bad inputs and faults" table is made from this list.
+"Bad inputs and faults" table is made from this list. The workspaces and faults they use are in
+`fault_workspaces.py`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
-import shutil
-import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
-from PIL import Image
 
-from conftest import SMOKE
-
-# ---------------------------------------------------------------- workspace builders
-def prepared_template(root: Path) -> Path:
-    """A workspace as after `prepare` (digits 32x32), `train@vae`, `sample@vae` and `fid_ref` of the smoke
-    profile; built in-process with the stages' own writers (seconds, not minutes)."""
-    import torch
-
-    from synthaug.data.fractions import nested_fractions, save_fractions
-    from synthaug.data.real import load_dataset, write_prepared
-    from synthaug.data.shards import write_shards
-    from synthaug.metrics.fid import Stats, save_stats
-    from synthaug.nets.vae import ConditionalVAE, VAEConfig
-    from synthaug.storage import save_checkpoint
-
-    smoke = yaml.safe_load(SMOKE.read_text())
-    ds = load_dataset("digits", None, 32)
-    real = root / "data" / "real"
-    write_prepared(ds, real)
-    wanted = sorted(set(smoke["fractions"]) | set(smoke["real_fractions"]) | {smoke["generator_fraction"]})
-    save_fractions(root / "data" / "fractions.json", nested_fractions(ds.train.labels, wanted, 0),
-                   {"seed": 0, "fractions": wanted})
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 30)
-    write_shards(root / "data" / "synthetic" / "vae", rng.integers(0, 256, (300, 32, 32, 1), dtype=np.uint8),
-                 labels, 128, 10, extra={"source": "vae"})
-    cfg = VAEConfig(channels=1, num_classes=10, image_size=32, latent_dim=8, base_channels=8)
-    torch.manual_seed(0)
-    save_checkpoint(root / "models" / "vae" / "checkpoint.pt",
-                    {"step": 44, "trainable": {"model": ConditionalVAE(cfg).state_dict()}, "config": cfg.to_dict(),
-                     "family": "vae", "fingerprint": "x", "history": []})
-    save_stats(root / "data" / "fid_ref.npz", Stats(np.zeros(64), np.eye(64), 200, 64),
-               {"split": "test", "num_images": 200, "dims": 64, "dataset": "digits"})
-    return root
-
-
-def _idx(arr: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.astype(np.uint8).tobytes()
-
-
-def _fashion(ws: Path) -> Path:
-    """Fashion-MNIST IDX files (a tiny 20/10 version) in ws/../fashion, referenced by dataset.root."""
-    root = ws.parent / f"{ws.name}-fashion"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 20), ("t10k", 10)):
-        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(rng.integers(0, 256, (n, 28, 28)))))
-        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(np.arange(n) % 10))
-    return root
-
-
-def imagefolder(ws: Path, n: int = 4, size: int = 12, noise: bool = False) -> Path:
-    root = ws.parent / f"{ws.name}-images"
-    rng = np.random.default_rng(0)
-    for c in ("cat", "dog"):
-        (root / "train" / c).mkdir(parents=True)
-        for i in range(n):
-            px = rng.integers(0, 256, (size, size, 3), dtype=np.uint8) if noise else np.full((size, size, 3), 40 * i,
-                                                                                              np.uint8)
-            Image.fromarray(px).save(root / "train" / c / f"{i}.png")
-    return root
-
-
-# mutations: ws -> params changes (the workspace is changed in place)
-def fashion_missing_file(ws):
-    root = _fashion(ws)
-    (root / "t10k-labels-idx1-ubyte").unlink()
-    return {"dataset.name": "fashion_mnist", "dataset.root": str(root)}
-
-
-def fashion_truncated_file(ws):
-    root = _fashion(ws)
-    p = root / "t10k-images-idx3-ubyte"
-    p.write_bytes(_idx(np.zeros((10, 28, 28)))[:1000])
-    return {"dataset.name": "fashion_mnist", "dataset.root": str(root)}
-
-
-def imagefolder_empty_class(ws):
-    root = imagefolder(ws)
-    (root / "train" / "bird").mkdir()
-    return {"dataset.name": "imagefolder", "dataset.root": str(root)}
-
-
-def imagefolder_unreadable_image(ws):
-    root = imagefolder(ws)
-    (root / "train" / "dog" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    return {"dataset.name": "imagefolder", "dataset.root": str(root)}
-
-
-def truncate(rel: str, keep: float = 0.5):
-    def mutate(ws):
-        p = ws / rel
-        p.write_bytes(p.read_bytes()[: int(p.stat().st_size * keep)])
-    return mutate
-
-
-def remove(rel: str):
-    def mutate(ws):
-        p = ws / rel
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    return mutate
-
-
-def real_labels_out_of_range(ws):
-    from synthaug.storage import load_npz, save_npz
-    p = ws / "data/real/train.npz"
-    z = load_npz(p, ("images", "labels"))
-    labels = z["labels"].copy()
-    labels[5] = 10  # 10 classes: 0..9
-    save_npz(p, images=z["images"], labels=labels)
-
-
-def checkpoint_pickled_object(ws):
-    """A checkpoint that would run a shell command if unpickled (weights_only=True must refuse it)."""
-    import torch
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {ws.parent / (ws.name + '-PWNED')}",))
-
-    torch.save({"trainable": {"model": Payload()}}, ws / "models/vae/checkpoint.pt")
-
-
-def checkpoint_other_architecture(ws):
-    """The GAN's checkpoint copied over the VAE's (a plain dict, loads fine, wrong nets)."""
-    import torch
-
-    from synthaug.nets.gan import GANConfig, Generator
-    from synthaug.storage import save_checkpoint
-    cfg = GANConfig()
-    save_checkpoint(ws / "models/vae/checkpoint.pt", {"trainable": {"G": Generator(cfg).state_dict()},
-                                                     "config": cfg.to_dict(), "family": "gan", "step": 1})
-    del torch
-
-
-def vae_checkpoint_as_gan(ws):
-    (ws / "models/gan").mkdir()
-    shutil.copy(ws / "models/vae/checkpoint.pt", ws / "models/gan/checkpoint.pt")
-
-
-def checkpoint_other_width(ws):
-    """A VAE checkpoint whose weights are of another size than its config says (edited or mixed up files)."""
-    from synthaug.nets.vae import ConditionalVAE, VAEConfig
-    from synthaug.storage import load_checkpoint, save_checkpoint
-    p = ws / "models/vae/checkpoint.pt"
-    state = load_checkpoint(p)
-    state["trainable"]["model"] = ConditionalVAE(VAEConfig(latent_dim=16, base_channels=8)).state_dict()
-    save_checkpoint(p, state)
-
-
-def tamper_shard(ws):
-    p = ws / "data/synthetic/vae/shard-00001.npz"
-    b = bytearray(p.read_bytes())
-    b[len(b) // 2] ^= 0x01
-    p.write_bytes(bytes(b))
-
-
-def shard_labels_out_of_range(ws):
-    """Shards whose manifest hashes match, but one label is 12 in a 10-class dataset (a foreign or buggy writer)."""
-    from synthaug.data.shards import MANIFEST
-    from synthaug.storage import load_npz, save_json, save_npz, sha256_file
-    d = ws / "data/synthetic/vae"
-    p = d / "shard-00000.npz"
-    z = load_npz(p, ("images", "labels"))
-    labels = z["labels"].copy()
-    labels[0] = 12
-    save_npz(p, images=z["images"], labels=labels)
-    m = json.loads((d / MANIFEST).read_text())
-    m["shards"][0]["sha256"] = sha256_file(p)
-    save_json(d / MANIFEST, m)
-
-
-def corrupt_manifest(ws):
-    (ws / "data/synthetic/vae/manifest.json").write_text('{"count": 300, "shards": [')
-
-
-def too_few_shards(ws):
-    """Only 5 images per class were sampled: 50 images, FID at dims 64 needs 65."""
-    from synthaug.data.shards import write_shards
-    rng = np.random.default_rng(1)
-    write_shards(ws / "data/synthetic/vae", rng.integers(0, 256, (50, 32, 32, 1), dtype=np.uint8),
-                 np.repeat(np.arange(10), 5), 128, 10)
-
-
-# Code run in the command's process before it starts (fault injection for faults we cannot cause for real).
-NAN_LOSS = """
-import synthaug.generators.vae as g
-_loss = g.vae_loss
-g.vae_loss = lambda *a: tuple(t * float("nan") for t in _loss(*a))  # the loss diverges at the first step
-"""
-DISK_FULL = """
-import errno, numpy
-def _full(f, *a, **k):  # part of the file reaches the disk, then the disk is full
-    f.write(bytes(4096))
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-numpy.lib.format.write_array = _full
-"""
-DISK_FULL_CHECKPOINT = """
-import errno, io, torch
-import synthaug.storage as st
-class _Full(io.RawIOBase):  # torch.save's writes fail as on a full disk, after the first 2 kB
-    def __init__(self, f): self.f, self.n = f, 0
-    def writable(self): return True
-    def write(self, b):
-        self.n += len(b)
-        if self.n > 2048: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self.f.write(b)
-    def flush(self): self.f.flush()
-_Rec = st._RecordingWriter
-st._RecordingWriter = lambda f: _Rec(_Full(f))
-"""
+from fault_workspaces import (DISK_FULL, DISK_FULL_CHECKPOINT, NAN_LOSS, READ_ONLY_STORE,
+                             checkpoint_other_architecture, checkpoint_other_width, checkpoint_pickled_object,
+                             corrupt_manifest, corrupt_store, drop_section, edit_shard, fashion_missing_file,
+                             fashion_truncated_file, grid_is_a_directory, imagefolder_empty_class,
+                             imagefolder_float_image, imagefolder_one_class, imagefolder_several_bad_files,
+                             imagefolder_unreadable_image, label_12, real_labels_out_of_range, remove, tamper_shard,
+                             too_few_shards, truncate, vae_checkpoint_as_gan)
 
 
 @dataclass(frozen=True)
@@ -273,6 +62,17 @@ CATALOGUE: list[Case] = [
          "nope.yaml: params file not found", 2, covered="test_config"),
     Case("params-invalid-yaml", "params file not YAML", ("prepare",), "params.yaml: not valid YAML at line", 2,
          mutate=lambda ws: (ws / "params.yaml").write_text("seed: 0\nbeta: [1.0,\n"), covered="test_config"),
+    Case("params-seed-range", "seed beyond numpy's 32 bits (crashed every stage)", ("sample", "vae"),
+         "params.yaml: seed: must be < 4294967296, got 18446744073709551616", 2, {"seed": 2**64}),
+    Case("params-classify-seed-range", "a classify seed beyond 32 bits", ("prepare",),
+         "params.yaml: classify.seeds[1]: must be < 4294967296", 2, {"classify.seeds": [0, 2**40]}),
+    Case("params-image-size-generators", "an image size a generator cannot take (failed at train)", ("train", "gan"),
+         "params.yaml: dataset.image_size: 28 does not fit every generator: vae needs a multiple of 8; gan, lsgan and "
+         "wgan_gp need a power of two", 2, {"dataset.image_size": 28}),
+    Case("params-non-finite", "a non-finite number (beta: .inf; 1e309)", ("train", "vae"),
+         "params.yaml: beta: must be a finite number, got inf", 2, {"beta": float("inf")}),
+    Case("params-missing-section", "a params file without a whole section (ran on code defaults)", ("train", "vae"),
+         "params.yaml: missing section 'vae'", 2, mutate=drop_section("vae")),
     Case("params-no-gpu", "device cuda on a machine without GPU", ("train", "vae"),
          "device 'cuda' requested but no CUDA GPU is available", 2, {"device": "cuda"}),
     # -- names on the command line
@@ -286,6 +86,12 @@ CATALOGUE: list[Case] = [
          "arm 'synth:nope': source 'nope' is not in `sources`", 2, covered="test_cli_errors"),
     Case("fraction-not-in-arm", "--fraction the arm does not run at", ("classify", "real+vae", "--fraction", "0.25"),
          "--fraction 0.25: arm 'real+vae' does not run there", 2, workspace=P),
+    Case("classify-seed-not-in-seeds", "--seed -1 (or any seed not in classify.seeds)", ("classify", "real", "--seed",
+         "-1"), "--seed -1: not among classify.seeds [0, 1]", 2),
+    Case("classify-huge-seed", "--seed 2**64", ("classify", "real", "--seed", str(2**64)),
+         f"--seed {2**64}: not among classify.seeds [0, 1]", 2),
+    Case("fraction-for-synthetic-arm", "--fraction for a synthetic-only arm (was ignored)",
+         ("classify", "synth:vae", "--fraction", "0.5"), "arm 'synth:vae' uses no real data: drop --fraction", 2),
     Case("fraction-not-prepared", "a fraction `prepare` has not written", ("classify", "real", "--fraction", "0.3"),
          "--fraction 0.3: not among the prepared fractions", 2, {"real_fractions": [0.25, 0.3]}, workspace=P),
     Case("params-generator-leak", "mixed arms below the generators' subset", ("classify", "real+vae"),
@@ -299,6 +105,15 @@ CATALOGUE: list[Case] = [
          "train/bird: empty class folder", 2, mutate=imagefolder_empty_class, covered="test_data"),
     Case("imagefolder-unreadable", "image folder with an unreadable image", ("prepare",),
          "train/dog/2.png: unreadable image", 2, mutate=imagefolder_unreadable_image, covered="test_data"),
+    Case("imagefolder-several-bad-files", "image folder with several bad files (only the first was named)",
+         ("prepare",), "2 unusable image file(s): ", 2, mutate=imagefolder_several_bad_files),
+    Case("params-digits-root", "dataset.root given for digits (silently ignored)", ("prepare",),
+         "params.yaml: dataset.root: the digits dataset ships with scikit-learn and reads no folder", 2,
+         {"dataset.root": "/tmp/somewhere"}),
+    Case("imagefolder-one-class", "image folder with a single class", ("prepare",),
+         "1 class (cat); a classification study needs at least 2", 2, mutate=imagefolder_one_class),
+    Case("imagefolder-float-image", "image folder with a float (mode F) image", ("prepare",),
+         "train/dog/x.tiff: float image (mode F) has no defined value range", 2, mutate=imagefolder_float_image),
     # -- files between stages
     Case("prepared-missing", "stage run before `prepare`", ("train", "vae"),
          "data/real: not found (run the `prepare` stage first", 2),
@@ -338,7 +153,19 @@ CATALOGUE: list[Case] = [
          "data/synthetic/vae/shard-00002.npz: file not found", 2, workspace=P,
          mutate=remove("data/synthetic/vae/shard-00002.npz"), covered="test_storage"),
     Case("shard-labels-range", "labels outside the class range (synthetic shards)", ("classify", "synth:vae"),
-         "data/synthetic/vae: labels outside [0, 10) (found 0..12)", 2, workspace=P, mutate=shard_labels_out_of_range),
+         "data/synthetic/vae: labels outside [0, 10) (found 0..12)", 2, workspace=P, mutate=edit_shard(label_12)),
+    Case("shard-float-labels", "float labels in a shard (were truncated to int)", ("classify", "synth:vae"),
+         "data/synthetic/vae/shard-00000.npz: labels must be a 1-D integer array, got float64 [128]", 2,
+         workspace=P, mutate=edit_shard(lambda x, y: (x, y + 0.5))),
+    Case("shard-2d-labels", "2-D labels in a shard", ("fid", "vae"),
+         "data/synthetic/vae/shard-00000.npz: labels must be a 1-D integer array, got int64 [128, 1]", 2,
+         workspace=P, mutate=edit_shard(lambda x, y: (x, y[:, None]))),
+    Case("shard-uint16-images", "a uint16 image shard (was trained on)", ("classify", "synth:vae"),
+         "data/synthetic/vae/shard-00000.npz: images must be uint8 [N,32,32,1] as the manifest says, got uint16", 2,
+         workspace=P, mutate=edit_shard(lambda x, y: (x.astype(np.uint16) * 257, y))),
+    Case("shard-other-size", "a shard of images of another size (a NumPy concatenate traceback)", ("fid", "vae"),
+         "data/synthetic/vae/shard-00000.npz: images must be uint8 [N,32,32,1] as the manifest says, got uint8 "
+         "[128, 28, 28, 1]", 2, workspace=P, mutate=edit_shard(lambda x, y: (x[:, :28, :28], y))),
     Case("manifest-corrupt", "corrupt shard manifest", ("fid", "vae"),
          "data/synthetic/vae/manifest.json: not valid JSON", 2, workspace=P, mutate=corrupt_manifest,
          covered="test_storage"),
@@ -359,6 +186,14 @@ CATALOGUE: list[Case] = [
     Case("mlflow-unreachable", "MLFLOW_TRACKING_URI server unreachable", ("prepare",),
          "TrackingError: MLFLOW_TRACKING_URI=http://***@127.0.0.1:9 is unreachable", 1,
          env={"MLFLOW_TRACKING_URI": "http://alice:s3cret@127.0.0.1:9"}, covered="test_tracking"),
+    Case("mlflow-read-only", "the MLflow store cannot be written (a read-only sqlite file)", ("prepare",),
+         "TrackingError: cannot write to MLflow store sqlite:///", 1, inject=READ_ONLY_STORE),
+    Case("mlflow-corrupt", "a corrupt mlflow.db (\"database disk image is malformed\")", ("prepare",),
+         "mlflow.db: corrupt MLflow store (DatabaseError: database disk image is malformed); move it aside", 1,
+         mutate=corrupt_store, env={"MLFLOW_TRACKING_URI": ""}),
+    Case("sample-grid-unwritable", "one of `sample`'s outputs cannot be written (its grid path is a folder)",
+         ("sample", "vae"), "WriteError: reports/grids/vae.png: cannot write (Is a directory); nothing was replaced",
+         1, workspace=P, mutate=grid_is_a_directory),
     Case("mlflow-bad-uri", "MLFLOW_TRACKING_URI of an unusable kind", ("prepare",),
          "TrackingError: cannot use MLflow store nosuch://store", 1, env={"MLFLOW_TRACKING_URI": "nosuch://store"}),
 ]

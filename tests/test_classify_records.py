@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SMOKE, set_key
-from fault_cases import prepared_template
+from fault_workspaces import prepared_template
 from synthaug.data.fractions import nested_fractions, save_fractions
 from synthaug.data.real import load_prepared
 

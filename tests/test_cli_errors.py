@@ -20,7 +20,7 @@ from synthaug.arms import parse_arm, study_arms, study_items
 from conftest import SMOKE, set_key
 
 PLAIN = (["prepare"], {"vae.latnt_dim": 4}, "unknown key 'vae.latnt_dim'")  # command, params changes, error
-COMMANDS = ("prepare", "train", "invert", "sample", "fid-ref", "fid", "classify", "report")
+COMMANDS = ("prepare", "train", "invert", "sample", "fid-ref", "fid", "classify", "fidelity", "analyse", "report")
 
 
 

@@ -21,7 +21,7 @@ def test_shipped_params_and_smoke_profile_load():
     s = load_params(SMOKE)
     assert s.dataset.name == "digits" and s.device == "cpu"
     assert s.vae.base_channels == 8 and s.fid.dims == 64 and s.fid.num_images > 64
-    assert s.classify.model.arch == "resnet20" and s.classify.seeds == [0, 1]
+    assert s.classify.model.arch == "resnet8" and s.classify.seeds == [0, 1]
     assert s.generator_fraction == 0.5 and min(s.fractions) >= s.generator_fraction
 
 
@@ -84,6 +84,20 @@ def _error(path) -> str:
     ({"real_fractions": [0.1, 0.1]}, ["real_fractions", "distinct"]),
     ({"real_fractions": [2.0]}, ["real_fractions[0]", "(0, 1]"]),
     ({"generator_fraction": 0}, ["generator_fraction", "> 0"]),
+    ({"analysis.nearest_k": 0}, ["analysis.nearest_k", ">= 1"]),
+    ({"analysis.orientation_bins": 1}, ["analysis.orientation_bins", ">= 2"]),
+    # seeds numpy accepts (sample derives seed * 1_000_003 + batch from them, still inside int64)
+    ({"seed": 2**64}, ["seed: must be < 4294967296", str(2**64)]),
+    ({"seed": -1}, ["seed: must be >= 0"]),
+    ({"classify.seeds": [0, 2**32]}, ["classify.seeds[1]: must be < 4294967296"]),
+    # an image size some generator cannot take (their nets would raise at `train`)
+    ({"dataset.image_size": 28}, ["dataset.image_size: 28", "vae needs a multiple of 8", "power of two"]),
+    ({"dataset.image_size": 24}, ["dataset.image_size: 24", "power of two"]),
+    ({"dataset.image_size": 16, "diffusion.channel_mult": [1, 2, 2, 2, 2, 2]}, ["diffusion", "multiple of 32"]),
+    # non-finite numbers (YAML .inf, .nan; 1e309 overflows to inf)
+    ({"beta": float("inf")}, ["beta: must be a finite number, got inf"]),
+    ({"vae.lr": float("nan")}, ["vae.lr: must be a finite number, got nan"]),
+    ({"gan.ema_decay": "1e309"}, ["gan.ema_decay: must be a finite number"]),
     # mixed arms at a fraction below the generators' subset would leak real images the classifier never had
     ({"fractions": [0.25, 1.0]}, ["fractions: 0.25 is below generator_fraction 0.5", "generator_fraction: 1.0"]),
 ])
@@ -116,3 +130,26 @@ def test_leak_is_allowed_only_as_the_explicit_all_data_setting(write_params):
     assert real_curve_fractions(p) == [0.01, 0.25, 0.5] and prepared_fractions(p) == [0.01, 0.25, 0.5]
     p = load_params(write_params({"fractions": [0.5], "generator_fraction": 0.3}))
     assert prepared_fractions(p) == [0.25, 0.3, 0.5]  # real_fractions 0.25 of the smoke profile, and 0.3
+
+
+def test_float_in_exponent_notation_is_a_number(write_params):
+    """`lr: 1e-3` is a string to PyYAML (YAML 1.1) but the number a user (and DVC, YAML 1.2) means."""
+    text = SMOKE.read_text().replace("lr: 0.002", "lr: 1e-3").replace("beta: 1.0", "beta: 5E-1")
+    p = load_params(write_params(text=text))
+    assert p.vae.lr == 0.001 and p.beta == 0.5
+    assert "beta: must be a finite number" in _error(write_params(text=text.replace("beta: 5E-1", "beta: 1e309")))
+    assert "expected float, got str '1e-3x'" in _error(write_params(text=text.replace("1e-3", "1e-3x")))
+
+
+@pytest.mark.parametrize("section", ["vae", "wgan_gp", "classify.model"])
+def test_a_missing_section_is_named(write_params, smoke_dict, section):
+    """Without a whole section a stage would silently run on the code's defaults."""
+    *parents, last = section.split(".")
+    d = smoke_dict
+    for key in parents:
+        d = d[key]
+    del d[last]
+    import yaml
+
+    msg = _error(write_params(text=yaml.safe_dump(smoke_dict)))
+    assert f"missing section '{section}'" in msg, msg

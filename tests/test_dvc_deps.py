@@ -44,3 +44,33 @@ def test_train_stage_deps_are_the_fingerprinted_code(family):
 
 def test_invert_stage_deps_are_the_fingerprinted_code():
     assert _code_deps(STAGES["invert"]) == _fingerprinted("dinv", "synthaug.stages.invert")
+
+
+# Shared plumbing every stage imports; like the other stages, `analyse` does not list it as a dep.
+PLUMBING = {"synthaug.config", "synthaug.storage", "synthaug.tracking", "synthaug.runtime", "synthaug.stages.common",
+            "synthaug.data.real", "synthaug.data.shards"}
+
+
+def _synthaug_imports(module: str, seen: set[str]) -> set[str]:
+    """The synthaug modules `module` imports (at the top or inside functions), recursively, less the plumbing."""
+    import ast
+
+    tree = ast.parse(source_file(module).read_text())
+    found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    for name in sorted(n for n in found if n.startswith("synthaug.") and n not in PLUMBING and n not in seen):
+        seen.add(name)
+        _synthaug_imports(name, seen)
+    return seen
+
+
+def test_analyse_stage_deps_are_its_code_and_every_sources_features_and_shards():
+    from synthaug.config import SOURCES
+
+    analyse = STAGES["analyse"]
+    code = _synthaug_imports("synthaug.stages.analyse", {"synthaug.stages.analyse"})
+    assert _code_deps(analyse) == {source_file(n).relative_to(ROOT).as_posix() for n in code}
+    data = {d for d in analyse["deps"] if not d.startswith("src/")}
+    assert data == {"data/real", "data/fid_ref.npz", *(f"data/features/{s}.npz" for s in SOURCES),
+                    *(f"data/synthetic/{s}" for s in SOURCES)}
+    assert set(analyse["params"]) == {"seed", "sources", "analysis"}

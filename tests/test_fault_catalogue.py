@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 import yaml
 
-from fault_cases import CATALOGUE, P, imagefolder, prepared_template
+from fault_cases import CATALOGUE, P
+from fault_workspaces import imagefolder, prepared_template
 from forkrun import FORK_DRIVER
 from conftest import REPO, SMOKE, set_key
 
@@ -90,14 +91,26 @@ def template(tmp_path_factory) -> Path:
     return prepared_template(tmp_path_factory.mktemp("template"))
 
 
+USES = {"test_pickled_code_in_a_checkpoint_never_runs": "checkpoint-pickled-code",  # tests reading a case's run
+        "test_no_password_in_the_unreachable_server_message": "mlflow-unreachable"}
+
+
+def selected_cases(items) -> set[str]:
+    """The ids of the cases the selected tests need (`-k some-case` runs that case's command only)."""
+    params = (getattr(i, "callspec", None) and i.callspec.params for i in items)
+    return {p["case"].id for p in params if p and "case" in p} | {USES[i.name] for i in items if i.name in USES}
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, template, store_template):
-    """Run every catalogue case; id -> (returncode, stderr, snapshot before, snapshot after, workspace)."""
+def results(request, tmp_path_factory, template, store_template):
+    """Run the selected catalogue cases; id -> (returncode, stderr, snapshot before, snapshot after, workspace)."""
     smoke = yaml.safe_load(SMOKE.read_text())
     logs = tmp_path_factory.mktemp("logs")
     store = Path(shutil.copy(store_template, logs / "mlflow.db"))  # the template stays pristine for other tests
-    cases, before = {}, {}
+    cases, before, wanted = {}, {}, selected_cases(request.session.items)
     for c in CATALOGUE:
+        if c.id not in wanted:
+            continue
         ws = tmp_path_factory.mktemp(c.id)
         if c.workspace == P:
             shutil.copytree(template, ws, dirs_exist_ok=True)
@@ -122,7 +135,7 @@ def results(tmp_path_factory, template, store_template):
     (logs / "cases.json").write_text(json.dumps(cases))
     (logs / "driver.py").write_text(FORK_DRIVER)
     proc = subprocess.run([sys.executable, str(logs / "driver.py"), str(logs / "cases.json")], cwd=logs,
-                          env=base_env(logs), capture_output=True, text=True, timeout=900)
+                          env=base_env(logs), capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     codes = json.loads(proc.stdout.strip().splitlines()[-1])
     return {cid: (codes[cid], Path(c["stderr"]).read_text(), before[cid], snapshot(Path(c["cwd"])), Path(c["cwd"]))

@@ -100,6 +100,14 @@ def test_stats_round_trip(tmp_path):
     assert (loaded.n, loaded.dims, loaded_meta) == (50, 5, meta)
     with np.load(path, allow_pickle=False) as z:  # readable without unpickling
         assert z["meta"].dtype.kind == "U"
+    with pytest.raises(StorageError, match="holds no per-image features.*dvc repro fid_ref"):
+        fid.load_features(path)
+    labels = np.arange(50) % 10
+    fid.save_stats(path, stats, meta, features=acts, labels=labels)  # per-image features, for KID and analyses
+    np.testing.assert_allclose(fid.load_features(path), acts, rtol=1e-6)
+    with np.load(path, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["labels"], labels)
+    assert fid.load_stats(path)[1] == meta
 
 
 def test_load_stats_names_a_corrupt_file(tmp_path):

@@ -71,7 +71,7 @@ def repro(project) -> tuple[Path, dict, str]:
 
 def test_repro_writes_metrics_and_report(repro):
     dest, _, out = repro
-    for stage in ("prepare", "fid_ref", "invert", "report", *(f"train@{f}" for f in FAMILIES),
+    for stage in ("prepare", "fid_ref", "invert", "report", "analyse", *(f"train@{f}" for f in FAMILIES),
                   *(f"{s}@{src}" for s in ("sample", "fid") for src in SOURCES)):
         assert f"Running stage '{stage}'" in out
     for src in SOURCES:
@@ -79,6 +79,7 @@ def test_repro_writes_metrics_and_report(repro):
         assert math.isfinite(fid["fid"]) and fid["fid"] > 0 and fid["dims"] == 64, src
         quality = json.loads((dest / f"metrics/sample/{src}.json").read_text())
         assert quality["count"] == 300 and quality["real_diversity"] > 0 and quality["diversity"] > 0, src
+        assert 0.0 <= quality["saturated_share"] <= 1.0 and 0.0 <= quality["real_saturated_share"] <= 1.0, src
     records = [json.loads(p.read_text()) for p in (dest / "metrics/classify").glob("*/*.json")]
     assert {r["arm"] for r in records} == {"real", "real+all", *(f"real+{s}" for s in SOURCES),
                                            *(f"synth:{s}" for s in SOURCES)}
@@ -105,6 +106,11 @@ def test_repro_writes_metrics_and_report(repro):
     assert all(0.0 <= fidelity[s] <= 1.0 for s in (*SOURCES, "real_test"))
     manifest = json.loads((dest / "data/synthetic/vae/manifest.json").read_text())
     assert manifest["per_class"] == [30] * 10
+    analysis = json.loads((dest / "metrics/analysis.json").read_text())
+    for src in SOURCES:  # smoke: 20 images a class <= dims 64, so no per-class FID (README "Analyses beside FID")
+        assert 0.0 <= analysis[f"precision.{src}"] <= 1.0 and math.isfinite(analysis[f"kid_class_mean.{src}"]), src
+        assert analysis[f"fid_class_computed.{src}"] == 0 and f"fid_class_mean.{src}" not in analysis, src
+    assert (dest / "reports/analysis.png").stat().st_size > 1000
 
 
 def test_generators_see_exactly_the_generator_fraction_subset(repro):
@@ -141,8 +147,9 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     train = by_name["train@vae"]
     assert train.data.params["vae.latent_dim"] == "8" and "loss" in train.data.metrics
     assert train.data.tags["mlflow.source.git.commit"]
-    sample = by_name["sample@vae"]
-    assert "vae.png" in {a.path for a in client.list_artifacts(sample.info.run_id)}
+    for source in SOURCES:  # one artifact name in every sample run: MLflow's compare view pairs the grids
+        assert "samples/grid.png" in {a.path for a in client.list_artifacts(by_name[f"sample@{source}"].info.run_id,
+                                                                           "samples")}, source
     assert by_name["fid@vae"].data.metrics["fid"] > 0
     parent = by_name["classify@real"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -154,7 +161,8 @@ def test_mlflow_has_a_run_per_stage_item(repro):
         assert by_name[f"sample@{sampler}"].data.metrics["seconds_per_image"] > 0
     invert = by_name["invert"]
     assert {"loss", "loss_learned", "loss_class_embedding"} <= set(invert.data.metrics)
-    assert {"invert.png", "dinv.png"} <= {a.path for a in client.list_artifacts(invert.info.run_id)}
+    assert "dinv.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
+    assert "samples/grid.png" in {a.path for a in client.list_artifacts(invert.info.run_id, "samples")}
     assert by_name["sample@dinv"].data.params["sampler.sampler"] == "ddim"
     assert "wasserstein" in " ".join(by_name["train@wgan_gp"].data.metrics)
     for gan in ("gan", "lsgan", "wgan_gp"):
@@ -162,12 +170,35 @@ def test_mlflow_has_a_run_per_stage_item(repro):
         assert {"interpolation.png", f"{gan}.png"} <= logged, logged
 
 
+def _digests(root: Path, paths: list[str]) -> dict[str, str]:
+    files = sorted(f for p in paths for f in ([root / p] if (root / p).is_file() else (root / p).rglob("*"))
+                   if f.is_file())
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def test_dvc_remote_round_trip_restores_every_output(repro, tmp_path):
+    """Push data, checkpoints and shards to a folder remote, lose the cache and the outputs, pull them back."""
+    dest, env, _ = repro
+    outputs = ["data/real", "data/fractions.json", "data/fid_ref.npz", "data/synthetic", "models", "reports"]
+    before = _digests(dest, outputs)
+    assert any(k.startswith("models/") for k in before) and any(k.startswith("data/synthetic/") for k in before)
+    run(["dvc", "remote", "add", "--local", "-d", "shared", str(tmp_path / "remote")], dest, env)
+    run(["dvc", "push"], dest, env)
+    shutil.rmtree(dest / ".dvc" / "cache")
+    for p in ("data/real", "data/synthetic", "models"):
+        shutil.rmtree(dest / p)
+    (dest / "data/fid_ref.npz").unlink()
+    run(["dvc", "pull"], dest, env)
+    assert _digests(dest, outputs) == before
+    assert "up to date" in run(["dvc", "status"], dest, env)
+
+
 def test_beta_sweep_reruns_only_the_vae_chain(repro):
     dest, env, _ = repro
     out = run(["dvc", "exp", "run", "-S", "beta=0.8"], dest, env)
     ran = stages_run(out)
     expected = {"train@vae", "sample@vae", "fid@vae", "classify_mixed@vae", "classify_synth@vae", "classify_all",
-                "fidelity", "report"}
+                "fidelity", "analyse", "report"}
     assert ran == expected, ran
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env))
@@ -179,3 +210,8 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     metrics = found[0]["data"]["metrics"]
     assert "fid" in metrics["metrics/fid/vae.json"]["data"]
     assert "s0" in metrics["metrics/classify/real+vae.json"]["data"]["f0.5"]
+    assert {"headline.fid.vae", "headline.gain.real+vae.f0.5"} <= set(metrics["metrics/headline.json"]["data"])
+    # README's one-screen comparison: the headline columns, not the hundreds of per-stage ones
+    table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|headline"], dest, env)
+    header = [h.rsplit(":", 1)[-1] for h in table.splitlines()[0].split(",")]  # with or without a file prefix
+    assert "headline.fid.vae" in header and "fid" not in header and len(header) < 80, header

@@ -9,7 +9,7 @@ import pytest
 
 from synthaug.arms import arm_slug, run_slug
 from synthaug.config import Params, build
-from synthaug.report import collect, headline_metrics, markdown, summarise
+from synthaug.report import collect, headline_metrics, markdown, pending_sources, summarise
 from synthaug.storage import StorageError, save_json
 from synthaug.study_stats import mean_ci
 
@@ -49,9 +49,11 @@ def metrics(tmp_path):
             put(f"synth:{name}", None, seed, _record(f"synth:{name}", None, seed, a, 0, 2500))
     put("real", 0.3, 0, _record("real", 0.3, 0, 0.99, 18000))  # a stale run of another setting: ignored
     for s in ("vae", "gan"):
-        save_json(tmp_path / "fid" / f"{s}.json", {"fid": FID[s], "num_images": 2500, "dims": 2048,
-                                                   "ref_split": "test"})
-        save_json(tmp_path / "sample" / f"{s}.json", {"diversity_ratio": 0.9 if s == "vae" else 0.6})
+        save_json(tmp_path / "fid" / f"{s}.json", {"fid": FID[s], "kid": FID[s] / 2000, "num_images": 2500,
+                                                   "dims": 2048, "ref_split": "test"})
+        save_json(tmp_path / "sample" / f"{s}.json", {"diversity_ratio": 0.9 if s == "vae" else 0.6,
+                                                     "saturated_share": 0.25 if s == "gan" else 0.0,
+                                                     "real_saturated_share": 0.0042})
     save_json(tmp_path / "fidelity.json", FIDELITY)
     return tmp_path
 
@@ -68,6 +70,23 @@ def test_collect_reads_exactly_the_runs_the_params_define(metrics):
     (metrics / "classify" / "real+gan" / "f0.1_s2.json").unlink()
     with pytest.raises(StorageError, match=r"real\+gan/f0.1_s2.json"):
         collect(metrics, PARAMS)
+
+
+def test_a_study_in_progress_reports_the_sources_that_ran_and_names_the_rest(metrics):
+    assert pending_sources(metrics, PARAMS) == []
+    (metrics / "fid" / "gan.json").unlink()  # gan's FID has not run yet
+    (metrics / "classify" / "real+all" / "f0.1_s0.json").unlink()  # nor has real+all
+    assert pending_sources(metrics, PARAMS) == ["gan"]
+    with pytest.raises(StorageError, match=r"real\+all/f0.1_s0.json"):
+        collect(metrics, PARAMS)  # without pending sources, collect stays strict
+    inputs = collect(metrics, PARAMS, ("gan",))
+    assert {r["arm"] for r in inputs["runs"]} == {"real", "real+vae", "synth:vae"} and set(inputs["fid"]) == {"vae"}
+    s = summarise(inputs, {**CONTEXT, "pending_sources": ["gan"]})
+    assert set(s["sources"]) == {"vae"}
+    md = markdown(s)
+    assert md.splitlines()[2] == ("**Study in progress.** Not run yet: gan (and `real+all`, which pools every "
+                                  "source). Everything below covers vae only.")
+    assert "| real+gan |" not in md and "| gan |" not in md
 
 
 def test_summary_gains_intervals_and_sample_efficiency(metrics):
@@ -108,9 +127,11 @@ def test_markdown_leads_with_the_answer_and_labels_generator_data(metrics):
     assert "| 0.01 | 600 | 61.00 |" in md
     assert "| real+vae | 6,000 + 2,500 | 76.00 | 2.48 | +5.00 | 0.00 | yes | 4,670 (interpolated) |" in lines
     assert "| real+gan | 6,000 + 2,500 | 68.50 | 3.29 | -2.50 | 1.24 | yes | -2,626 (interpolated) |" in lines
-    assert "| held-out real (reference) | - | 0.90 | 1.00 | - | - | - |" in lines
+    assert "| held-out real (reference) | - | - | 0.90 | 1.00 | 0.4 % | - | - | - |" in lines
+    assert any(ln.startswith("| gan | 90.00 | 45.00 | ") and "| 0.60 | 25.0 % |" in ln for ln in lines), lines
     metrics_flat = headline_metrics(s)
     assert metrics_flat["gain.real+vae.f0.1"] == pytest.approx(0.05) and metrics_flat["fid.gan"] == 90.0
+    assert metrics_flat["kid.gan"] == pytest.approx(0.045)
 
 
 def test_generators_on_all_real_data_are_labelled(metrics):

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from synthaug.data.shards import MANIFEST, ShardError, read_manifest, read_shards, write_shards
-from synthaug.storage import (StorageError, _UMASK, atomic_dir, atomic_path, load_checkpoint, load_json, load_npz,
-                              load_state_strict, save_checkpoint, save_json, save_npz)
+from synthaug.storage import (StorageError, WriteError, _UMASK, atomic_dir, atomic_path, load_checkpoint, load_json,
+                              load_npz, load_state_strict, replace_together, save_checkpoint, save_json, save_npz,
+                              sha256_file)
 
 
 def _mode(p: Path) -> int:
@@ -82,6 +83,79 @@ def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path):
 
 
 @pytest.mark.skipif(_UMASK != 0o022, reason="checks the modes under the usual umask 022")
+def _outputs(root: Path) -> tuple[Path, Path, Path]:
+    """A stage's three outputs as `sample` has them: a shard folder, a grid and a metrics file, in other folders."""
+    return root / "data" / "vae", root / "reports" / "vae.png", root / "metrics" / "sample" / "vae.json"
+
+
+def _write_all(shards: Path, grid: Path, metrics: Path, tag: str) -> None:
+    write_shards(shards, _images(4), np.arange(4) % 2, 2, 2, extra={"tag": tag})
+    grid.parent.mkdir(parents=True, exist_ok=True)
+    grid.write_text(tag)
+    save_json(metrics, {"tag": tag})
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else p.read_bytes().hex()[:64] for p in root.rglob("*")}
+
+
+def test_replace_together_replaces_all_outputs_or_none(tmp_path):
+    _write_all(*_outputs(tmp_path), "old")
+    before = _tree(tmp_path)
+    with pytest.raises(MemoryError):  # the last output fails (the grid's memory, say): nothing is replaced
+        with replace_together(*_outputs(tmp_path)) as (shards, grid, metrics):
+            write_shards(shards, _images(6), np.arange(6) % 2, 2, 2, extra={"tag": "new"})
+            raise MemoryError
+    assert _tree(tmp_path) == before
+    with replace_together(*_outputs(tmp_path)) as staged:
+        _write_all(*staged, "new")
+    assert read_manifest(tmp_path / "data" / "vae")["tag"] == "new"
+    assert (tmp_path / "reports/vae.png").read_text() == "new"
+    assert load_json(tmp_path / "metrics/sample/vae.json") == {"tag": "new"}
+    assert not [p for p in tmp_path.rglob(".*")]  # no staging folder, no old output left behind
+
+
+def test_replace_together_on_a_fresh_tree_leaves_nothing_when_it_fails(tmp_path):
+    with pytest.raises(WriteError, match=r"metrics/sample/vae.json: cannot write \(No space"):
+        with replace_together(*_outputs(tmp_path)) as (shards, grid, metrics):
+            _write_all(shards, grid, tmp_path / "x", "new")
+            with atomic_path(metrics) as tmp:  # fails as a full disk does, naming the output, not the stage
+                raise OSError(28, "No space left on device", str(tmp))
+    assert list(tmp_path.iterdir()) == [tmp_path / "x"]  # the folders made for the outputs are gone too
+
+
+def test_replace_together_refuses_a_target_of_another_kind_before_replacing_any(tmp_path):
+    """A folder where the grid PNG goes: before, the shards were already replaced when this failed."""
+    _write_all(*_outputs(tmp_path), "old")
+    grid = tmp_path / "reports" / "vae.png"
+    grid.unlink()
+    (grid / "keep.txt").parent.mkdir()
+    (grid / "keep.txt").write_text("mine")
+    before = _tree(tmp_path)
+    with pytest.raises(WriteError, match=r"reports/vae.png: cannot write \(Is a directory\); nothing was replaced"):
+        with replace_together(*_outputs(tmp_path)) as staged:
+            _write_all(*staged, "new")
+    assert _tree(tmp_path) == before
+
+
+def test_replace_together_undoes_its_renames_when_one_fails(tmp_path, monkeypatch):
+    _write_all(*_outputs(tmp_path), "old")
+    before = _tree(tmp_path)
+    real_rename, calls = os.rename, []
+
+    def rename(src, dst):  # the 4th rename (the second output's new file onto its place) fails
+        calls.append(dst)
+        if len(calls) == 4:
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(WriteError, match="reports/vae.png: cannot write"):
+        with replace_together(*_outputs(tmp_path)) as staged:
+            _write_all(*staged, "new")
+    assert _tree(tmp_path) == before
+
+
 def test_written_files_and_folders_have_normal_permissions(tmp_path):
     save_json(tmp_path / "a.json", {"x": 1})
     save_npz(tmp_path / "b.npz", x=np.zeros(3))
@@ -230,6 +304,27 @@ def test_tampered_shard_is_caught_and_named(tmp_path):
     (out2 / "shard-00001.npz").write_bytes((out / "shard-00002.npz").read_bytes())  # an unrelated shard
     with pytest.raises(ShardError, match="shard-0000[01].npz"):
         read_shards(out2)
+
+
+@pytest.mark.parametrize("images, labels, expect", [
+    (_images(4).astype(np.uint16), np.arange(4), "images must be uint8 [N,8,8,1] as the manifest says, got uint16"),
+    (_images(4, size=6), np.arange(4), "got uint8 [4, 6, 6, 1]"),
+    (_images(4), np.arange(4) + 0.5, "labels must be a 1-D integer array, got float64 [4]"),
+    (_images(4), np.arange(4)[:, None], "labels must be a 1-D integer array, got int64 [4, 1]"),
+    (_images(4), np.arange(3), "holds 4 images and 3 labels, manifest says 4"),
+])
+def test_a_shard_unlike_its_manifest_is_named(tmp_path, images, labels, expect):
+    """Shards a foreign or buggy writer made, with matching hashes: before, float labels were truncated, uint16
+    images trained on, and another size or 2-D labels ended in a NumPy traceback."""
+    write_shards(tmp_path / "s", _images(8), np.arange(8) % 4, 4, 4)
+    path = tmp_path / "s" / "shard-00001.npz"
+    save_npz(path, images=images, labels=labels)
+    manifest = read_manifest(tmp_path / "s")
+    manifest["shards"][1]["sha256"] = sha256_file(path)
+    save_json(tmp_path / "s" / MANIFEST, manifest)
+    with pytest.raises(ShardError) as e:
+        read_shards(tmp_path / "s")
+    assert str(e.value).startswith(f"{path}: ") and expect in str(e.value), e.value
 
 
 def test_missing_shard_is_an_error_naming_it(tmp_path):

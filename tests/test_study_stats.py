@@ -60,3 +60,12 @@ def test_spearman_against_hand_ranks():
     assert n == 4 and rho == pytest.approx(0.8) and 0 < p < 1
     assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])[0] == pytest.approx(-1.0)
     assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0])[0])
+
+
+def test_spearman_p_is_exact_for_few_pairs():
+    # 4 pairs in the same order: 1 of the 24 pairings reaches rho = 1 (and 1 reaches -1): two-sided p = 2/24
+    rho, p, _ = spearman([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 9.0])
+    assert rho == pytest.approx(1.0) and p == pytest.approx(2 / 24)
+    # rho 0.8 over 4 pairs: pairings with |rho| >= 0.8 are 4 of 24 (rho 1, two of 0.8; and -1, two of -0.8 ...)
+    _, p, _ = spearman([1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 20.0, 40.0])
+    assert p == pytest.approx(8 / 24)

@@ -32,6 +32,7 @@ def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
         run.log_metrics({"loss": 1.5, "real+vae": 0.9}, step=1)
         run.log_metrics({"loss": 1.0}, step=2)
         run.log_artifact(artifact)
+        run.log_artifact_as(artifact, "samples/grid.png")  # the same name in every run of a stage
     assert (root / "mlflow.db").is_file()
 
     with pytest.raises(ValueError, match="stage failed"):
@@ -57,9 +58,11 @@ def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
     tags = ok.data.tags
     assert tags["dvc.stage"] == "train@vae-from-dvc" and tags["dvc.exp_name"] == "exp-beta08"
     assert tags["synthaug.stage"] == "train@vae" and tags["dataset"] == "digits" and tags["family"] == "vae"
-    assert [a.path for a in client.list_artifacts(ok.info.run_id)] == ["curves.txt"]
+    assert [a.path for a in client.list_artifacts(ok.info.run_id)] == ["curves.txt", "samples"]
+    assert [a.path for a in client.list_artifacts(ok.info.run_id, "samples")] == ["samples/grid.png"]
     stored = list((root / "mlruns").rglob("curves.txt"))
     assert len(stored) == 1 and stored[0].read_text() == "loss curve"
+    assert [p.read_text() for p in (root / "mlruns").rglob("grid.png")] == ["loss curve"]
 
 
 def test_metric_key_and_flatten():
@@ -80,3 +83,25 @@ def test_unreachable_server_fails_fast(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 10
     assert "http://127.0.0.1:9" in str(ei.value) and "\n" not in str(ei.value)
     assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_a_store_failing_during_the_run_is_one_line_and_never_hides_the_stage_error(local_store, caplog):
+    """The store fills up (or turns read-only) after the run began: metrics, tags and the final status are one
+    TrackingError line naming the store; when the stage itself failed, its error is the one reported."""
+    from mlflow.exceptions import MlflowException
+
+    def full(*a, **k):
+        raise MlflowException("(raised as a result of autoflush)\n(sqlite3.OperationalError) database or disk is full\n"
+                              "[SQL: INSERT INTO metrics ...]")
+
+    with pytest.raises(TrackingError) as ei:
+        with stage_run("train@vae", "digits") as run:
+            run.client.log_batch = full
+            run.log_metrics({"loss": 1.0})
+    assert str(ei.value) == (f"cannot write to MLflow store sqlite:///{local_store / 'mlflow.db'}: OperationalError: "
+                             "database or disk is full")
+    with pytest.raises(ValueError, match="the stage's own error"):
+        with stage_run("train@vae", "digits") as run:
+            run.client.log_batch = run.client.set_terminated = full
+            raise ValueError("the stage's own error")
+    assert "could not mark the MLflow run FAILED" in caplog.text

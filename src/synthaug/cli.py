@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from synthaug.stages.analyse import analyse
 from synthaug.stages.classify import classify
 from synthaug.stages.fid import fid, fid_ref
 from synthaug.stages.fidelity import fidelity
@@ -23,6 +24,7 @@ app.command("fid-ref")(fid_ref)
 app.command("fid")(fid)
 app.command("classify")(classify)
 app.command("fidelity")(fidelity)
+app.command("analyse")(analyse)
 app.command("report")(report)
 
 

@@ -31,6 +31,21 @@ def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_cla
     return grid
 
 
+GRID_MAX_CLASSES = 20  # rows of a sample grid: its memory (matplotlib's float copies too) is bounded by this
+
+
+def save_sample_grid_png(path: str | Path, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                         per_class: int, title: str) -> None:
+    """The first `per_class` samples of each class, one row per class; of more than GRID_MAX_CLASSES classes,
+    that many spread evenly over them (the title says so), so the figure's size does not grow with the classes."""
+    k = len(class_names)
+    shown = np.unique(np.linspace(0, k - 1, min(k, GRID_MAX_CLASSES)).round().astype(np.int64))
+    keep = np.isin(labels, shown)
+    grid = class_grid(images[keep], np.searchsorted(shown, labels[keep]), len(shown), per_class)
+    note = f" ({len(shown)} of {k} classes)" if len(shown) < k else ""
+    save_grid_png(path, grid, [class_names[c] for c in shown], title=title + note)
+
+
 def save_grid_png(path: str | Path, grid: np.ndarray, class_names: list[str] | None = None,
                   title: str | None = None) -> None:
     """Save a mosaic with class names on the left, written atomically."""

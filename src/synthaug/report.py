@@ -15,14 +15,37 @@ from synthaug.storage import load_json
 from synthaug.study_stats import mean_ci, paired_gain, real_images_equivalent, significant, spearman
 
 
-def collect(metrics_dir: Path, params) -> dict:
+def _record(metrics_dir: Path, arm: str, fraction: float | None, seed: int) -> Path:
+    return metrics_dir / "classify" / arm_slug(arm) / f"{run_slug(fraction, seed)}.json"
+
+
+def _arm_source(arm: str) -> str | None:
+    """The one source an arm draws on (`real+S`, `synth:S`), else None (`real`, `real+all`)."""
+    if arm.startswith("synth:"):
+        return arm.split(":", 1)[1]
+    return arm[5:] if arm.startswith("real+") and arm != "real+all" else None
+
+
+def pending_sources(metrics_dir: Path, params) -> list[str]:
+    """Sources of a study in progress whose stages have not all run (no FID, sample metrics or classifier records
+    yet): the report covers the others and names these."""
+    def done(s: str) -> bool:
+        files = [metrics_dir / "fid" / f"{s}.json", metrics_dir / "sample" / f"{s}.json",
+                 *(_record(metrics_dir, arm, f, seed) for arm in (f"real+{s}", f"synth:{s}")
+                   for f, seed in arm_runs(arm, params))]
+        return all(f.is_file() for f in files)
+    return [s for s in params.sources if not done(s)]
+
+
+def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
     """Exactly the metrics files the current params define (stale files of other settings are ignored);
-    a missing one is an error naming it."""
-    runs = [load_json(metrics_dir / "classify" / arm_slug(arm) / f"{run_slug(f, s)}.json")
-            for arm in study_arms(params) for f, s in arm_runs(arm, params)]
+    a missing one is an error naming it. Sources in `pending` are left out, and with them `real+all`."""
+    sources = [s for s in params.sources if s not in pending]
+    arms = [a for a in study_arms(params) if _arm_source(a) not in pending and not (pending and a == "real+all")]
+    runs = [load_json(_record(metrics_dir, arm, f, s)) for arm in arms for f, s in arm_runs(arm, params)]
     return {"runs": runs,
-            "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in params.sources},
-            "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in params.sources},
+            "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources},
+            "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in sources},
             "fidelity": load_json(metrics_dir / "fidelity.json")}
 
 
@@ -55,10 +78,12 @@ def summarise(inputs: dict, context: dict) -> dict:
             c["real_equivalent"], c["real_equivalent_status"] = value, status
     fidelity = inputs["fidelity"]
     sources = {}
-    for s in context["sources"]:
+    for s in (s for s in context["sources"] if s not in context.get("pending_sources", ())):
         synth = next((c for c in cells if c["arm"] == f"synth:{s}"), None)
-        sources[s] = {"fid": inputs["fid"][s]["fid"], "label_fidelity": fidelity.get(s),
+        sources[s] = {"fid": inputs["fid"][s]["fid"], "kid": inputs["fid"][s].get("kid"),
+                      "label_fidelity": fidelity.get(s),
                       "diversity_ratio": inputs["sample"][s].get("diversity_ratio"),
+                      "saturated_share": inputs["sample"][s].get("saturated_share"),
                       "synthetic_only": synth and synth["accuracy"], "synthetic_only_ci95": synth and synth["ci95"]}
     for s, q in sources.items():  # the gain at the headline fraction, which quality is compared against
         head = _cell(cells, f"real+{s}", context["headline_fraction"]) or {}
@@ -69,6 +94,8 @@ def summarise(inputs: dict, context: dict) -> dict:
         correlation[f"{key}_vs_gain"] = spearman([q[key] for q in usable], [q["gain"] for q in usable])
     summary = {"context": context, "cells": cells, "sources": sources, "correlation": correlation,
                "reference": {"label_fidelity": fidelity.get("real_test"), "diversity_ratio": 1.0,
+                             "saturated_share": next((m.get("real_saturated_share") for m in inputs["sample"].values()
+                                                      if m.get("real_saturated_share") is not None), None),
                              "judge_real_images": fidelity.get("judge_real_images")}}
     summary["answer"] = answer_lines(summary)
     return summary
@@ -128,7 +155,7 @@ def answer_lines(summary: dict) -> list[str]:
     if len(by_f) >= 2:
         lo, hi = min(by_f), max(by_f)
         m_lo, m_hi = (sum(by_f[f]) / len(by_f[f]) for f in (lo, hi))
-        trend = "shrinks" if m_hi < m_lo else "grows"
+        trend = "falls" if m_hi < m_lo else "rises"  # "shrinks" misread for losses
         lines.append(f"Mean gain over all sources: {pts(m_lo, True)} points at {lo:g} of the real data, "
                      f"{pts(m_hi, True)} at {hi:g}: it {trend} as real data grows.")
     elif by_f:
@@ -176,8 +203,12 @@ def header(ctx: dict) -> list[str]:
 def markdown(summary: dict) -> str:
     ctx, cells = summary["context"], summary["cells"]
     seen = seen_by_generators(ctx)
-    out = ["# synthaug study summary", "", "## The answer", ""] + [f"{i}. {a}" for i, a in
-                                                                  enumerate(summary["answer"], 1)]
+    out = ["# synthaug study summary", ""]
+    if ctx.get("pending_sources"):
+        done = [s for s in ctx["sources"] if s not in ctx["pending_sources"]]
+        out += [f"**Study in progress.** Not run yet: {', '.join(ctx['pending_sources'])} (and `real+all`, which "
+                f"pools every source). Everything below covers {', '.join(done)} only.", ""]
+    out += ["## The answer", ""] + [f"{i}. {a}" for i, a in enumerate(summary["answer"], 1)]
     out += ["", *header(ctx), "", f"## Real-only learning curve ({seen})", "",
             "| fraction | real images | accuracy (%) | ± 95% CI |", "|---|---|---|---|"]
     out += [f"| {c['fraction']:g} | {c['real_images']:,} | {pts(c['accuracy'])} | {pts(c['ci95'])} |"
@@ -197,14 +228,18 @@ def markdown(summary: dict) -> str:
     out += ["", f"## Sources: quality against usefulness ({seen})", "",
             f"Gain at {head:g}. Label fidelity: share of samples that the judge (the `real` arm's classifier on "
             f"{ref['judge_real_images']:,} real images) assigns their conditioned class. Diversity: within-class "
-            "diversity over that of held-out real images. Synthetic only: accuracy of `synth:S`.", "",
-            "| source | FID | label fidelity | diversity / real | synthetic only (%) | gain (points) | ± 95% CI |",
-            "|---|---|---|---|---|---|---|"]
+            "diversity over that of held-out real images. Saturated: share of flat near-white silhouettes "
+            "(`synthaug.metrics.saturation`). Synthetic only: accuracy of `synth:S`.", "",
+            "| source | FID | KID (x1000) | label fidelity | diversity / real | saturated | synthetic only (%) "
+            "| gain (points) | ± 95% CI |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for s, q in sorted(summary["sources"].items(), key=lambda kv: kv[1]["fid"]):
-        out.append(f"| {s} | {q['fid']:.2f} | {_num(q['label_fidelity'])} | {_num(q['diversity_ratio'])} | "
-                   f"{pts(q['synthetic_only'])} ± {pts(q['synthetic_only_ci95'])} | {pts(q['gain'], True)} | "
-                   f"{pts(q['gain_ci95'])} |")
-    out.append(f"| held-out real (reference) | - | {_num(ref['label_fidelity'])} | 1.00 | - | - | - |")
+        kid = _num(None if q.get("kid") is None else 1000 * q["kid"])
+        out.append(f"| {s} | {q['fid']:.2f} | {kid} | {_num(q['label_fidelity'])} | {_num(q['diversity_ratio'])} | "
+                   f"{_pct(q.get('saturated_share'))} | {pts(q['synthetic_only'])} ± {pts(q['synthetic_only_ci95'])} | "
+                   f"{pts(q['gain'], True)} | {pts(q['gain_ci95'])} |")
+    out.append(f"| held-out real (reference) | - | - | {_num(ref['label_fidelity'])} | 1.00 | "
+               f"{_pct(ref.get('saturated_share'))} | - | - | - |")
     out += ["", "| rank correlation across sources | Spearman rho | p | sources |", "|---|---|---|---|"]
     for name, (rho, p, n) in summary["correlation"].items():
         out.append(f"| {name.replace('_vs_', ' vs ').replace('_', ' ')} | {_num(rho)} | {_num(p)} | {n} |")
@@ -220,9 +255,14 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
 def headline_metrics(summary: dict) -> dict[str, float]:
     """Flat figures to compare experiments by (the report's MLflow run)."""
     out = {f"fid.{s}": q["fid"] for s, q in summary["sources"].items()}
+    out.update({f"kid.{s}": q["kid"] for s, q in summary["sources"].items() if q.get("kid") is not None})
     for c in summary["cells"]:
         key = f"{c['arm']}.f{fraction_key(c['fraction'])}" if c["fraction"] is not None else c["arm"]
         out[f"accuracy.{key}"] = c["accuracy"]

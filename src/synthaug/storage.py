@@ -7,6 +7,7 @@ stage leaves either the old file or none, never half of one. Loads never unpickl
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -127,6 +128,69 @@ def _atomic_dir(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replace_together(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
+    """A stage's several outputs, replaced together and last: yields, for each output, a path of the same name
+    in a temporary folder beside it (write a file or a folder there). Only when the block succeeds and every new
+    output can take its place are the old ones replaced, one rename each (undone if one fails): a failed write
+    replaces nothing."""
+    targets = [Path(p) for p in paths]
+    created = [_make_parents(t.parent) for t in targets]
+    stages: list[Path] = []
+    done = False
+    try:
+        for t in targets:
+            try:
+                stages.append(Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent)))
+            except OSError as e:  # a read-only or full folder
+                raise _write_error(e, t) from None
+        try:
+            yield tuple(s / t.name for s, t in zip(stages, targets))
+        except WriteError as e:  # a file written in a staging folder: name it by its final place
+            name = Path(e.filename)
+            raise next((_write_error(e, t.parent / name.relative_to(s)) for s, t in zip(stages, targets)
+                        if name.is_relative_to(s)), e) from None
+        _swap_in(targets, stages)
+        done = True
+    finally:
+        for s in stages:
+            shutil.rmtree(s, ignore_errors=True)
+        if not done:
+            for t, top in zip(targets, created):
+                _remove_empty(t.parent, top)
+
+
+def _swap_in(targets: list[Path], stages: list[Path]) -> None:
+    """Move each staged output onto its target, the old one aside into its staging folder (deleted with it)."""
+    for t, s in zip(targets, stages):  # a target that cannot take the new output fails before any rename
+        new = s / t.name
+        if not new.exists():
+            raise _write_error(OSError(errno.ENOENT, "the stage did not write it"), t)
+        if t.exists() and t.is_dir() != new.is_dir():
+            code = errno.EISDIR if t.is_dir() else errno.ENOTDIR
+            raise _write_error(OSError(code, os.strerror(code)), t)
+    placed: list[tuple[Path, Path | None]] = []  # targets holding their new output, and where their old one is
+    current = targets[0]
+    try:
+        for t, s in zip(targets, stages):
+            current, old = t, (s / f".old-{t.name}" if os.path.lexists(t) else None)
+            if old is not None:
+                os.rename(t, old)
+            try:
+                os.rename(s / t.name, t)
+            except OSError:
+                if old is not None:
+                    os.rename(old, t)
+                raise
+            placed.append((t, old))
+    except OSError as e:
+        for t, old in reversed(placed):  # put every old output back
+            shutil.rmtree(t) if t.is_dir() and not t.is_symlink() else t.unlink()
+            if old is not None:
+                os.rename(old, t)
+        raise _write_error(e, current) from None
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:

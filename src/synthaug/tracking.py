@@ -11,7 +11,9 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +26,35 @@ EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be reached or written."""
+
+
+CORRUPT = ("database disk image is malformed", "file is not a database")  # what sqlite says of a damaged file
+
+
+def store_error(e: Exception, uri: str, doing: str) -> TrackingError:
+    """One line for any failure of the store (MLflow wraps SQLAlchemy wraps sqlite3: the driver's own words are
+    the useful part), naming it; a corrupt sqlite file is named with how to recover."""
+    text = str(e)
+    driver = re.search(r"\((?:sqlite3|psycopg2?|pymysql|MySQLdb)[\w.]*\.(\w+)\) ([^\n\[]+)", text)
+    detail = (f"{driver.group(1)}: {driver.group(2)}" if driver
+              else f"{type(e).__name__}: {(text.strip().splitlines() or [''])[0]}")[:200].strip()
+    if uri.startswith("sqlite:///") and any(c in text for c in CORRUPT):
+        db = uri.removeprefix("sqlite:///")
+        name = Path(db).name
+        return TrackingError(f"{db}: corrupt MLflow store ({detail}); move it aside (mv {name} {name}.corrupt) and "
+                             f"run again to start a new store (`sqlite3 {name}.corrupt .recover` may salvage its runs)")
+    return TrackingError(f"cannot {doing} MLflow store {redact(uri)}: {detail.replace(uri, redact(uri))}")
+
+
+@contextlib.contextmanager
+def store_errors(uri: str, doing: str = "write to") -> Iterator[None]:
+    """Turn any failure of the MLflow store inside the block into one TrackingError line."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as e:  # MlflowException, SQLAlchemy errors, OSError of a file store...
+        raise store_error(e, uri, doing) from None
 
 
 def repo_root() -> Path:
@@ -72,18 +103,20 @@ def _check_reachable(uri: str) -> None:
 
 
 class Tracker:
-    """A live MLflow run. Metrics are buffered and sent in batches (each sqlite call costs ~20 ms)."""
+    """A live MLflow run. Metrics are buffered and sent in batches (each sqlite call costs ~20 ms). A failure of
+    the store is a TrackingError naming it."""
 
-    def __init__(self, client, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client, run_id: str, uri: str | None = None):
+        self.client, self.run_id, self.uri = client, run_id, uri or tracking_uri()
         self._pending: list = []
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        with store_errors(self.uri):
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -94,17 +127,36 @@ class Tracker:
             self.flush()
 
     def flush(self) -> None:
-        for i in range(0, len(self._pending), 1000):
-            self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
-        self._pending = []
+        pending, self._pending = self._pending, []
+        with store_errors(self.uri):
+            for i in range(0, len(pending), 1000):
+                self.client.log_batch(self.run_id, metrics=pending[i:i + 1000])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        with store_errors(self.uri):
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with store_errors(self.uri):
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifact_as(self, path: str | os.PathLike, name: str) -> None:
+        """Log a file under a fixed artifact name (e.g. `samples/grid.png`), the same in every run of a stage, so
+        MLflow's compare view shows the runs' files side by side (it pairs artifacts by name)."""
+        folder, _, base = name.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / base
+            shutil.copyfile(path, target)
+            self.log_artifact(target, folder or None)
+
+    def finish(self, status: str) -> None:
+        with store_errors(self.uri):
+            try:
+                self.flush()
+            finally:
+                self.client.set_terminated(self.run_id, status=status)
 
 
 @contextlib.contextmanager
@@ -114,21 +166,19 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     as a child of that run (one classify stage item trains many classifiers, each its own child run)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # logs, with a trace, what we report
     from mlflow.tracking import MlflowClient
 
     root = repo_root()
     uri = tracking_uri()
     _check_reachable(uri)
     name = f"synthaug-{dataset}"
-    try:
+    with store_errors(uri, "use"):  # any backend failure: one line, naming the store
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp else client.create_experiment(
             name, artifact_location=None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlruns").as_uri(),
             tags=dict([EXPERIMENT_KIND_TAG]))
-    except Exception as e:  # any backend failure: one line, naming the store
-        detail = (str(e).strip().splitlines() or [""])[0][:200].strip().replace(uri, redact(uri))
-        raise TrackingError(f"cannot use MLflow store {redact(uri)}: {type(e).__name__}: {detail}") from None
     run_tags = {
         "mlflow.runName": stage,
         "synthaug.stage": stage,
@@ -142,19 +192,20 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     if parent is not None:
         run_tags["mlflow.parentRunId"] = parent.run_id
     run_tags.update(tags or {})
-    run = client.create_run(exp_id, tags=run_tags, run_name=stage)
-    tracker = Tracker(client, run.info.run_id)
-    if params:
-        tracker.log_params(params)
-    status = "FAILED"
+    with store_errors(uri):
+        run = client.create_run(exp_id, tags=run_tags, run_name=stage)
+    tracker = Tracker(client, run.info.run_id, uri)
     try:
+        if params:
+            tracker.log_params(params)
         yield tracker
-        status = "FINISHED"
-    finally:
-        try:
-            tracker.flush()
-        finally:
-            client.set_terminated(run.info.run_id, status=status)
+    except BaseException:
+        try:  # record the failure if the store lets us; the stage's own error is the one to report
+            tracker.finish("FAILED")
+        except TrackingError as e:
+            log.warning("could not mark the MLflow run FAILED: %s", e)
+        raise
+    tracker.finish("FINISHED")
 
 
 def metric_key(name: str) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import os
 import pickle
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +30,14 @@ IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "classes.txt")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16-bit files (PNG, TIFF) open as I;16 or I
+GRAY_MODES = {"1", "L", "LA", "La", "F"} | INT_MODES  # a folder is RGB if any file is in another mode
+ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+BACKGROUND = "black"  # transparent pixels are composited onto it
 CACHE = Path(os.environ.get("SYNTHAUG_CACHE", Path.home() / ".cache" / "synthaug"))  # torchvision downloads
+
+
+log = logging.getLogger("synthaug")
 
 
 class DatasetError(ValueError):
@@ -57,7 +65,11 @@ def load_dataset(name: str, root: str | None, image_size: int) -> RealDataset:
         raise DatasetError(f"image_size: must be an integer >= 4, got {image_size!r}")
     if name not in KNOWN:
         raise DatasetError(f"dataset {name!r}: unknown; known names are {', '.join(KNOWN)}")
-    return globals()[f"_load_{name}"](root, image_size)
+    ds = globals()[f"_load_{name}"](root, image_size)
+    if len(ds.class_names) < 2:
+        raise DatasetError(f"{ds.source.get('root', name)}: {len(ds.class_names)} class "
+                           f"({', '.join(ds.class_names)}); a classification study needs at least 2")
+    return ds
 
 
 def _resize_stack(images: np.ndarray, size: int) -> np.ndarray:
@@ -69,9 +81,37 @@ def _resize_stack(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _to_array(pil: Image.Image, size: int, mode: str) -> np.ndarray:
-    """A PIL image converted to `mode` ("L" or "RGB"), resized (bilinear) to uint8 [size,size,C]."""
+    """A PIL image of 8-bit `mode` ("L" or "RGB"), resized (bilinear) to uint8 [size,size,C]."""
     arr = np.asarray(pil.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.uint8)
     return arr.reshape(size, size, 1 if mode == "L" else 3)
+
+
+def _to_8bit(pil: Image.Image, mode: str, path: Path) -> tuple[Image.Image, str | None]:
+    """`pil` as 8-bit `mode` ("L" or "RGB") and how it was converted (None: stored so). 16-bit 0..65535 is scaled
+    to 0..255 (PIL's convert clips at 255), transparency composited onto BACKGROUND, float (no range) refused."""
+    if pil.mode in INT_MODES:
+        arr = np.asarray(pil)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DatasetError(f"{path}: integer image (mode {pil.mode}) with values {arr.min()}..{arr.max()}, "
+                               "outside 16 bits (save it as 8- or 16-bit)")
+        scaled = np.rint(arr.astype(np.float64) * (255 / 65535)).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert(mode), f"{pil.mode} (16-bit): 0..65535 scaled to 0..255"
+    if pil.mode == "F":
+        raise DatasetError(f"{path}: float image (mode F) has no defined value range; save it as 8- or 16-bit")
+    if pil.mode in ALPHA_MODES or "transparency" in pil.info:
+        rgba = pil.convert("RGBA")
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND), rgba)
+        return flat.convert(mode), f"{pil.mode} (alpha): composited onto {BACKGROUND}"
+    return pil.convert(mode), None if pil.mode == mode else f"{pil.mode}: converted to {mode}"
+
+
+def _peek_mode(path: Path) -> str | None:
+    """A file's PIL mode from its header (None if unreadable: reading it whole names the fault)."""
+    try:
+        with Image.open(path) as im:
+            return im.mode
+    except Exception:
+        return None
 
 
 def _open_image(path: Path, hasher) -> Image.Image:
@@ -244,7 +284,7 @@ def _load_cub200(root: str | None, size: int) -> RealDataset:
         box = (max(0, round(x)), max(0, round(y)), min(pil.width, round(x + w)), min(pil.height, round(y + h)))
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             raise DatasetError(f"{base / 'bounding_boxes.txt'}: empty box for image id {iid} ({path.name})")
-        out[is_train].append((_to_array(pil.crop(box), size, "RGB"), label))
+        out[is_train].append((_to_array(_to_8bit(pil.crop(box), "RGB", path)[0], size, "RGB"), label))
     if not (out["1"] and out["0"]):
         raise DatasetError(f"{base / 'train_test_split.txt'}: the train or the test split is empty")
     train, test = (RealSplit(np.stack([a for a, _ in out[k]]), np.array([c for _, c in out[k]], np.int64))
@@ -265,6 +305,9 @@ def _scan_folder(folder: Path) -> dict[str, list[Path]]:
     return {c.name: files for c, files in found.items()}
 
 
+MAX_FAULTS = 5  # bad files named in one error line
+
+
 def _load_imagefolder(root: str | None, size: int) -> RealDataset:
     if root is None or not Path(root).is_dir():
         raise DatasetError(f"imagefolder: dataset.root {root!r} is not a folder")
@@ -275,18 +318,37 @@ def _load_imagefolder(root: str | None, size: int) -> RealDataset:
         if diff := sorted(set(trees["test"]) ^ set(trees["train"])):
             raise DatasetError(f"{base}: train/ and test/ class folders differ ({', '.join(diff[:5])})")
     class_names = sorted(trees["train"])
-    mode = "L" if _open_image(trees["train"][class_names[0]][0], hashlib.sha256()).mode in GRAY_MODES else "RGB"
-    hasher, loaded = hashlib.sha256(), {}
+    # The whole folder decides: RGB if any file holds colour (gray files are then replicated), else gray.
+    modes = Counter(_peek_mode(f) for tree in trees.values() for files in tree.values() for f in files)
+    mode = "L" if set(modes) - {None} <= GRAY_MODES else "RGB"
+    hasher, loaded, converted = hashlib.sha256(), {}, Counter()
+
+    faults: list[str] = []
+
+    def read(f: Path) -> np.ndarray | None:
+        try:
+            pil, note = _to_8bit(_open_image(f, hasher), mode, f)
+        except DatasetError as e:  # keep going: one run names every bad file (up to MAX_FAULTS)
+            faults.append(str(e))
+            return None
+        converted.update([note] if note else [])
+        return _to_array(pil, size, mode)
+
     for s, tree in trees.items():
-        pairs = [(_to_array(_open_image(f, hasher), size, mode), ci)
-                 for ci, c in enumerate(class_names) for f in tree[c]]
-        loaded[s] = RealSplit(np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs], np.int64))
+        pairs = [(read(f), ci) for ci, c in enumerate(class_names) for f in tree[c]]
+        if not faults:
+            loaded[s] = RealSplit(np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs], np.int64))
+    if faults:
+        more = f" (+{len(faults) - MAX_FAULTS} more)" if len(faults) > MAX_FAULTS else ""
+        raise DatasetError(f"{len(faults)} unusable image file(s): " + "; ".join(faults[:MAX_FAULTS]) + more)
+    converted, by_mode = dict(sorted(converted.items())), {str(m): n for m, n in sorted(modes.items(), key=str)}
+    log.info("imagefolder %s: %s images (files by mode: %s); converted: %s", base, mode, by_mode, converted or "none")
     train, test, how = loaded["train"], loaded.get("test"), "train/ and test/ folders"
     if test is None:
         tr, te = stratified_holdout(train.labels, 0.2, seed=0)
         (train, test), how = (RealSplit(train.images[i], train.labels[i]) for i in (tr, te)), "stratified 80/20, seed 0"
     return RealDataset("imagefolder", class_names, train, test, {"root": str(base), "mode": mode, "split": how,
-                       "images_sha256": hasher.hexdigest()})
+                       "file_modes": by_mode, "converted": converted, "images_sha256": hasher.hexdigest()})
 
 
 def _check_split(images: np.ndarray, labels: np.ndarray, k: int, where: str) -> None:

@@ -54,6 +54,17 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
     return load_json(Path(shard_dir) / MANIFEST)
 
 
+def _check_shard(path: Path, images: np.ndarray, labels: np.ndarray, count: int, shape: tuple) -> None:
+    """One shard as its manifest describes it: `count` uint8 images of `shape` (HxWxC), one 1-D int label each."""
+    if images.dtype != np.uint8 or images.shape[1:] != shape or images.ndim != 4:
+        raise ShardError(f"{path}: images must be uint8 [N,{','.join(map(str, shape))}] as the manifest says, got "
+                         f"{images.dtype} {list(images.shape)}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ShardError(f"{path}: labels must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    if len(images) != count or len(labels) != count:
+        raise ShardError(f"{path}: holds {len(images)} images and {len(labels)} labels, manifest says {count}")
+
+
 def read_shards(shard_dir: str | Path, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """All images and labels of a shard folder, checking each shard against the manifest."""
     shard_dir = Path(shard_dir)
@@ -64,8 +75,7 @@ def read_shards(shard_dir: str | Path, verify: bool = True) -> tuple[np.ndarray,
         if verify and path.is_file() and sha256_file(path) != entry["sha256"]:
             raise ShardError(f"{path}: sha256 does not match {shard_dir / MANIFEST} (corrupt or replaced shard)")
         arrays = load_npz(path, ("images", "labels"))
-        if len(arrays["images"]) != entry["count"]:
-            raise ShardError(f"{path}: holds {len(arrays['images'])} images, manifest says {entry['count']}")
+        _check_shard(path, arrays["images"], arrays["labels"], entry["count"], tuple(manifest["shape"]))
         images.append(arrays["images"])
         labels.append(arrays["labels"].astype(np.int64))
     if not images:

@@ -243,6 +243,7 @@ def load_sampler(checkpoint: Path, runtime: Runtime, params: Params, source: str
     if not diffusion.exists() or sha256_file(diffusion) != state["diffusion_sha256"]:
         raise StorageError(f"{checkpoint}: its embeddings were learned on another {diffusion}; "
                            "re-run the `invert` stage (dvc repro invert)")
+    runtime = runtime.for_inference()  # sampling only: channels_last, as the diffusion samplers
     net, schedule = frozen_diffusion(diffusion, runtime)
     vectors = state["trainable"]["embeddings"]["weight"]
     conditioner = EmbeddingConditioner(vectors, state["group_labels"], int(state["num_classes"]),

@@ -7,11 +7,9 @@ the file pytorch-fid looks for in the torch hub cache, so pytorch-fid's own load
 never downloads. Features are pytorch-fid's (bilinear resize to 299, scaling to [-1, 1]); the distance
 is pytorch-fid's `calculate_frechet_distance`.
 
-Precision (measured here, 2 cores, bf16 autocast + channels_last vs fp32, dims=2048, Fashion-MNIST
-padded to 32x32): bf16 moves pool3 features by 3.4% (relative L2, per image and overall), yet moves FID
-train-vs-test by 0.10% (56.90 -> 56.85, 2 x 256 images) and 0.25% (21.64 -> 21.58, 2 x 1024 images):
-the feature error is nearly the same for both sets and mostly cancels. fp32 would cost ~3.7x the time
-(9.6 vs 35.7 img/s on a quiet machine), so the runtime's bf16 is kept.
+Precision: the caller's Runtime decides (the stages pass an fp32 one unless `fid.precision: runtime`).
+bf16 autocast moves pool3 features by 3.4% (relative L2); at low FID the error mostly cancels (train vs
+test 21.64 -> 21.58), at high FID it does not (119.005 -> 120.568, +1.3 %), so FID defaults to fp32.
 """
 
 from __future__ import annotations
@@ -155,7 +153,9 @@ def load_inception(dims: int, runtime: Runtime) -> InceptionV3:
         raise FidError(f"FID dims must be one of {', '.join(map(str, ALLOWED_DIMS))}, got {dims}")
     ensure_inception_weights()
     model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]], resize_input=True, normalize_input=True)
-    return runtime.prepare(model.eval())
+    # channels_last in every precision: oneDNN's NHWC convolutions ran fp32 Inception 1.7x faster on a
+    # 2-core AVX2 CPU (4.8 -> 8.1 img/s, features equal to 6e-6; benchmarks/fid_vs_cli.py).
+    return runtime.for_inference().prepare(model.eval())
 
 
 def _check_images(images: np.ndarray) -> None:
@@ -183,7 +183,7 @@ def activations(images: np.ndarray, model: InceptionV3, runtime: Runtime, batch_
                 x = x.expand(-1, 3, -1, -1)
             # bf16 autocast: features move 3.4% (relative L2) but FID only 0.1-0.25% (module docstring).
             with runtime.autocast():
-                feat = model(runtime.batch(x))[0]
+                feat = model(runtime.for_inference().batch(x))[0]
             if feat.shape[2] != 1 or feat.shape[3] != 1:  # blocks 0-2: pool spatially, as pytorch-fid does
                 feat = F.adaptive_avg_pool2d(feat.float(), output_size=(1, 1))
             out.append(feat.reshape(feat.shape[0], -1).float().cpu().numpy().astype(np.float64))
@@ -222,10 +222,27 @@ def stats_from_activations(acts: np.ndarray) -> Stats:
     return Stats(mu=acts.mean(axis=0), sigma=np.cov(acts, rowvar=False), n=int(acts.shape[0]), dims=int(acts.shape[1]))
 
 
-def save_stats(path: str | os.PathLike, stats: Stats, meta: dict) -> None:
-    """Write stats + meta (JSON, e.g. split, count, dims, runtime) atomically as an npz."""
+def save_stats(path: str | os.PathLike, stats: Stats, meta: dict, features: np.ndarray | None = None,
+               labels: np.ndarray | None = None) -> None:
+    """Write stats + meta (JSON, e.g. split, count, dims, runtime) atomically as an npz; with `features` (and their
+    images' `labels`), also the per-image Inception features (float32) that KID and per-class analyses reuse
+    instead of re-running Inception."""
+    extra = {} if features is None else {"features": np.asarray(features, dtype=np.float32)}
+    if labels is not None:
+        extra["labels"] = np.asarray(labels, dtype=np.int64)
     save_npz(path, mu=stats.mu, sigma=stats.sigma, n=np.asarray(stats.n, dtype=np.int64),
-             meta=np.asarray([json.dumps(meta, sort_keys=True)]))
+             meta=np.asarray([json.dumps(meta, sort_keys=True)]), **extra)
+
+
+def load_features(path: str | os.PathLike) -> np.ndarray:
+    """The per-image features saved beside FID statistics [N, dims], as float64."""
+    try:
+        return load_npz(path, ("features",))["features"].astype(np.float64)
+    except StorageError as e:
+        if "missing array" in str(e):
+            raise StorageError(f"{path}: holds no per-image features (written by an older version); "
+                               "re-run `dvc repro fid_ref`") from None
+        raise
 
 
 def load_stats(path: str | os.PathLike) -> tuple[Stats, dict]:
@@ -251,11 +268,16 @@ def frechet_distance(a: Stats, b: Stats) -> float:
         raise FidError(f"Fréchet distance failed: {e}") from None
 
 
-def compute_stats(images: np.ndarray, dims: int, runtime: Runtime, batch_size: int = 100) -> Stats:
-    """Validate, run Inception and fit the Gaussian: the whole path from images to FID statistics."""
+def compute_features(images: np.ndarray, dims: int, runtime: Runtime, batch_size: int = 100) -> np.ndarray:
+    """Validate and run Inception: per-image features [N, dims] of enough images for a non-singular FID."""
     _check_images(images)
     if dims not in InceptionV3.BLOCK_INDEX_BY_DIM:
         raise FidError(f"FID dims must be one of {', '.join(map(str, ALLOWED_DIMS))}, got {dims}")
     validate_sample_count(len(images), dims)
     model = load_inception(dims, runtime)
-    return stats_from_activations(activations(images, model, runtime, batch_size=batch_size))
+    return activations(images, model, runtime, batch_size=batch_size)
+
+
+def compute_stats(images: np.ndarray, dims: int, runtime: Runtime, batch_size: int = 100) -> Stats:
+    """The whole path from images to FID statistics: features, then the fitted Gaussian."""
+    return stats_from_activations(compute_features(images, dims, runtime, batch_size))

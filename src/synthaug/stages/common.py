@@ -23,6 +23,7 @@ REAL_DIR = Path("data/real")
 FRACTIONS = Path("data/fractions.json")  # beside data/real, so a new curve point leaves data/real unchanged
 SYNTH_DIR = Path("data/synthetic")
 FID_REF = Path("data/fid_ref.npz")
+FEATURES = Path("data/features")  # per-source Inception features of the FID sample, for reuse
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import typer
 
@@ -9,8 +11,10 @@ from synthaug.config import ConfigError, as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
 from synthaug.generators.base import SOURCE_FAMILY
-from synthaug.stages.common import (FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage, require,
-                                    stage_command, write_metrics)
+from synthaug.runtime import Runtime
+from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage,
+                                    require, stage_command, write_metrics)
+from synthaug.storage import save_npz
 from synthaug.tracking import stage_run
 
 
@@ -23,22 +27,29 @@ def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.asarray(order[:n], dtype=np.int64))
 
 
+def fid_runtime(runtime: Runtime, precision: str) -> Runtime:
+    """The runtime Inception runs in: fp32 unless `fid.precision: runtime` asks for the stage's own."""
+    return runtime if precision == "runtime" else dataclasses.replace(runtime, bf16=False)
+
+
 @stage_command
 def fid_ref(params_path: str = PARAMS_OPTION) -> None:
     """Reference Inception statistics of `fid.num_images` real images of `fid.split`."""
-    from synthaug.metrics.fid import compute_stats, save_stats  # pytorch-fid: import only when used
+    from synthaug.metrics.fid import compute_features, save_stats, stats_from_activations  # import when used
 
     params, runtime = load_stage(params_path)
     f = params.fid
+    runtime = fid_runtime(runtime, f.precision)
     split = load_prepared(require(REAL_DIR, "prepare"), f.split)
     if len(split.labels) < f.num_images:
         raise ConfigError(f"fid.num_images: {f.num_images} exceeds the {len(split.labels)} images of the "
                           f"{f.split} split")
     with stage_run("fid_ref", params.dataset.name, params={"fid": as_dict(f), **runtime.describe()}) as run:
         idx = class_balanced_subset(split.labels, f.num_images, params.seed)
-        stats = compute_stats(split.images[idx], f.dims, runtime, f.batch_size)
-        save_stats(FID_REF, stats, {"split": f.split, "num_images": f.num_images, "dims": f.dims,
-                                    "dataset": params.dataset.name})
+        features = compute_features(split.images[idx], f.dims, runtime, f.batch_size)
+        save_stats(FID_REF, stats_from_activations(features), {
+            "split": f.split, "num_images": f.num_images, "dims": f.dims, "dataset": params.dataset.name,
+            **runtime.describe()}, features=features, labels=split.labels[idx])
         run.log_metrics({"num_images": f.num_images})
     print(f"fid_ref: {f.num_images} {f.split} images, dims {f.dims}")
 
@@ -46,26 +57,37 @@ def fid_ref(params_path: str = PARAMS_OPTION) -> None:
 @stage_command
 def fid(source: str = typer.Argument(..., help="synthetic source"), params_path: str = PARAMS_OPTION) -> None:
     """FID of a source's shards against the reference statistics (written to metrics/fid/SOURCE.json)."""
-    from synthaug.metrics.fid import compute_stats, frechet_distance, load_stats, validate_sample_count
+    from synthaug.metrics.fid import (compute_features, frechet_distance, load_features, load_stats,
+                                      stats_from_activations, validate_sample_count)
+    from synthaug.metrics.kid import kernel_inception_distance
 
     params, runtime = load_stage(params_path)
     if source not in SOURCE_FAMILY:
         raise ConfigError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
     f = params.fid
+    runtime = fid_runtime(runtime, f.precision)
     ref, ref_meta = load_stats(require(FID_REF, "fid_ref"))
     if ref_meta.get("dims") != f.dims:
         raise ConfigError(f"fid.dims: {f.dims}, but {FID_REF} was computed with dims={ref_meta.get('dims')}")
+    if ref_meta.get("precision", "fp32") != runtime.describe()["precision"]:  # mixed precisions do not cancel
+        raise ConfigError(f"fid.precision: Inception runs in {runtime.describe()['precision']}, but {FID_REF} was "
+                          f"computed in {ref_meta.get('precision')}; re-run `dvc repro fid_ref`")
+    ref_features = load_features(FID_REF)
     images, labels = read_shards(require(SYNTH_DIR / source, f"sample@{source}"))
     n = min(f.num_images, len(labels))
     validate_sample_count(n, f.dims)
     with stage_run(f"fid@{source}", params.dataset.name,
                    params={"fid": as_dict(f), "ref_split": ref_meta["split"], **runtime.describe()}) as run:
         idx = class_balanced_subset(labels, n, params.seed)
-        stats = compute_stats(images[idx], f.dims, runtime, f.batch_size)
-        value = frechet_distance(stats, ref)
-        metrics = {"fid": value, "num_images": n, "ref_num_images": ref_meta["num_images"], "dims": f.dims}
+        features = compute_features(images[idx], f.dims, runtime, f.batch_size)
+        value = frechet_distance(stats_from_activations(features), ref)
+        kid, kid_std = kernel_inception_distance(features, ref_features, seed=params.seed)
+        metrics = {"fid": value, "kid": kid, "kid_std": kid_std, "num_images": n,
+                   "ref_num_images": ref_meta["num_images"], "dims": f.dims}
+        save_npz(FEATURES / f"{source}.npz", features=features.astype(np.float32), labels=labels[idx])
         run.log_metrics(metrics)
         run.set_tags({"source": source, "ref_split": ref_meta["split"]})
     write_metrics(METRICS / "fid" / f"{source}.json", {**metrics, "ref_split": ref_meta["split"]})
-    print(f"fid@{source}: {value:.2f} ({n} images vs {ref_meta['num_images']} {ref_meta['split']} images, "
+    print(f"fid@{source}: {value:.2f}, KID {kid:.4f} ± {kid_std:.4f} ({n} images vs {ref_meta['num_images']} "
+          f"{ref_meta['split']} images, "
           f"dims {f.dims}; dataset {load_meta(REAL_DIR)['dataset']})")

@@ -7,12 +7,16 @@ cannot be expected to score above what real images score.
 
 from __future__ import annotations
 
+import logging
+
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
 from synthaug.stages.common import (JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage, require,
                                     stage_command, write_metrics)
 from synthaug.storage import atomic_path
 from synthaug.tracking import stage_run
+
+log = logging.getLogger("synthaug")
 
 
 @stage_command
@@ -26,8 +30,11 @@ def fidelity(params_path: str = PARAMS_OPTION) -> None:
     k, bs = meta["num_classes"], params.classify.model.eval_batch_size
     test = load_prepared(REAL_DIR, "test")
     scored = {"real_test": evaluate(model, test.images, test.labels, runtime, k, bs)}
-    for source in params.sources:
-        scored[source] = evaluate(model, *read_shards(require(SYNTH_DIR / source, f"sample@{source}")), runtime, k, bs)
+    pending = [s for s in params.sources if not (SYNTH_DIR / s).exists()]
+    if pending:  # a study in progress: score what has been sampled; the report names the rest
+        log.warning("not sampled yet, left out of label fidelity: %s", ", ".join(pending))
+    for source in (s for s in params.sources if s not in pending):
+        scored[source] = evaluate(model, *read_shards(SYNTH_DIR / source), runtime, k, bs)
     overall = {name: m["test_accuracy"] for name, m in scored.items()}
     about = {"judge_fraction": judge["fraction"], "judge_seed": judge["seed"],
              "judge_real_images": judge["real_images"]}

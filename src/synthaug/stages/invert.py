@@ -50,7 +50,7 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
             names = [meta["class_names"][group_labels[g]] for g in preview_rows(group_labels, p.preview_groups)]
             save_grid_png(REPORTS / "grids" / PREVIEW, result.images[PREVIEW], names,
                           title="real group | samples from its learned embedding | from its class embedding")
-            run.log_artifact(REPORTS / "grids" / PREVIEW)
+            run.log_artifact_as(REPORTS / "grids" / PREVIEW, "samples/grid.png")
     write_metrics(METRICS / "invert.json", {"steps": result.steps, "train_images": int(members.size),
                                             "generator_fraction": params.generator_fraction, **result.summary})
     print(f"invert: {len(group_labels)} groups of {p.group_size}; denoising loss {result.summary['loss_learned']:.4f} "

@@ -8,9 +8,9 @@ from synthaug.config import real_curve_fractions
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta
 from synthaug.plots import save_accuracy_png, save_gain_png, save_quality_png
-from synthaug.report import collect, headline_metrics, markdown, seen_by_generators, summarise
+from synthaug.report import collect, headline_metrics, markdown, pending_sources, seen_by_generators, summarise
 from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, load_stage, require,
-                                    stage_command)
+                                    stage_command, write_metrics)
 from synthaug.storage import atomic_dir, atomic_path, save_json
 from synthaug.tracking import stage_run
 
@@ -33,7 +33,9 @@ def report(params_path: str = PARAMS_OPTION) -> None:
                "real_fractions": real_curve_fractions(params), "headline_fraction": min(params.fractions),
                "generator_fraction": params.generator_fraction, "train_images": meta["counts"]["train"],
                "generator_images": len(subsets[fraction_key(params.generator_fraction)])}
-    summary = summarise(collect(METRICS, params), context)
+    pending = pending_sources(METRICS, params)
+    context["pending_sources"] = pending  # a study in progress reports what has run and names the rest
+    summary = summarise(collect(METRICS, params, tuple(pending)), context)
     save_json(REPORTS / "summary.json", summary)
     md = REPORTS / "summary.md"
     with atomic_path(md) as tmp:
@@ -66,8 +68,12 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     _write_csv(REPORTS / "quality.csv", "source,fid,label_fidelity,gain",
                [f"{s},{q['fid']:.4f},{q['label_fidelity']:.6f},{q['gain'] if q['gain'] is not None else 'nan'}"
                 for s, q in sorted(quality.items())])
+    # The figures experiments are compared by, in one small DVC metrics file: `dvc exp show --drop '.*' --keep
+    # 'Experiment|headline'` (README) shows two experiments in one screen instead of hundreds of columns.
+    headline = headline_metrics(summary)
+    write_metrics(METRICS / "headline.json", {f"headline.{k}": v for k, v in sorted(headline.items())})
     with stage_run("report", params.dataset.name, params=context) as run:
-        run.log_metrics(headline_metrics(summary))
+        run.log_metrics(headline)
         for p in (md, REPORTS / "summary.json", *(REPORTS / n for n in figures)):
             run.log_artifact(p)
     print(md.read_text())

@@ -14,10 +14,11 @@ from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import write_shards
 from synthaug.generators.base import SOURCE_FAMILY, family_module, producer
 from synthaug.metrics.diversity import within_class_diversity
-from synthaug.plots import class_grid, save_grid_png
+from synthaug.metrics.saturation import saturated_share
+from synthaug.plots import save_sample_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
-from synthaug.storage import sha256_file
+from synthaug.storage import replace_together, sha256_file
 from synthaug.tracking import stage_run
 from synthaug.training import iterate_batches, to_uint8
 
@@ -50,23 +51,27 @@ def sample(source: str = typer.Argument(..., help=f"synthetic source: {', '.join
         t0 = time.perf_counter()
         images = generate(sample_fn, labels, p.batch_size, params.seed, f"sample {source}")
         seconds = time.perf_counter() - t0
-        manifest = write_shards(SYNTH_DIR / source, images, labels, p.shard_size, k, extra={
-            "source": source, "family": family, "seed": params.seed,
-            "checkpoint_sha256": sha256_file(checkpoint), "sampler": settings})
-        grid_path = REPORTS / "grids" / f"{source}.png"
-        save_grid_png(grid_path, class_grid(images, labels, k, p.grid_per_class), meta["class_names"],
-                      title=f"{source}: {p.grid_per_class} samples per class")
-        metrics = {"count": manifest["count"], **sample_quality(images, labels)}
-        run.log_metrics({**metrics, "seconds_per_image": seconds / len(labels), "sampling_seconds": seconds})
-        run.log_artifact(grid_path)
-    write_metrics(METRICS / "sample" / f"{source}.json", metrics)
+        # Shards, grid and metrics are written aside, then replace the old ones together: a failure in any of
+        # them leaves all three as they were (and a metrics file that describes the shards beside it).
+        with replace_together(SYNTH_DIR / source, REPORTS / "grids" / f"{source}.png",
+                              METRICS / "sample" / f"{source}.json") as (shard_dir, grid_path, metrics_path):
+            manifest = write_shards(shard_dir, images, labels, p.shard_size, k, extra={
+                "source": source, "family": family, "seed": params.seed,
+                "checkpoint_sha256": sha256_file(checkpoint), "sampler": settings})
+            save_sample_grid_png(grid_path, images, labels, meta["class_names"], p.grid_per_class,
+                                 title=f"{source}: {p.grid_per_class} samples per class")
+            metrics = {"count": manifest["count"], **sample_quality(images, labels)}
+            write_metrics(metrics_path, metrics)
+            run.log_metrics({**metrics, "seconds_per_image": seconds / len(labels), "sampling_seconds": seconds})
+            run.log_artifact_as(grid_path, "samples/grid.png")  # one name in every sample@ run: compare view
     print(f"sample@{source}: {len(labels)} images in {seconds:.1f} s ({1000 * seconds / len(labels):.2f} ms/image)")
 
 
 def sample_quality(images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Within-class diversity of the samples beside that of held-out real images (the test split, which no
-    generator saw), a mode-collapse check."""
+    """Within-class diversity (a mode-collapse check) and the saturated-sample share (flat white blobs) of the
+    samples, each beside that of held-out real images (the test split, which no generator saw)."""
     real = load_prepared(REAL_DIR, "test")
     synth_div = within_class_diversity(images, labels)
     real_div = within_class_diversity(real.images, real.labels)
-    return {"diversity": synth_div, "real_diversity": real_div, "diversity_ratio": synth_div / real_div}
+    return {"diversity": synth_div, "real_diversity": real_div, "diversity_ratio": synth_div / real_div,
+            "saturated_share": saturated_share(images), "real_saturated_share": saturated_share(real.images)}

@@ -1,0 +1,71 @@
+"""`analyse`: beside FID, for every source: precision / recall / density / coverage and per-class KID (FID where a
+class is large enough) on the Inception features the fid stages saved, and line-segment geometry against real
+test images of the same classes (`synthaug.analysis`). Writes metrics/analysis.json (flat numbers),
+reports/analysis_per_class.csv and reports/analysis.png, and logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+from synthaug.config import as_dict
+from synthaug.data.real import load_meta, load_prepared
+from synthaug.data.shards import read_shards
+from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR,
+                                    load_stage, require, stage_command, write_metrics)
+from synthaug.storage import StorageError, atomic_path
+from synthaug.tracking import stage_run
+
+
+@stage_command
+def analyse(params_path: str = PARAMS_OPTION) -> None:
+    """Precision/recall, density/coverage, per-class KID/FID and line geometry of every source."""
+    from synthaug.analysis import (HELDOUT, class_line_stats, flat_metrics, line_scores, load_labelled_features,
+                                   mean_orientation, per_class_table, reference_halves, source_analysis)
+    from synthaug.analysis_plots import save_analysis_png
+
+    params, _ = load_stage(params_path)
+    a = params.analysis
+    meta = load_meta(require(REAL_DIR, "prepare"))
+    for source in params.sources:  # every input is there before any work
+        require(FEATURES / f"{source}.npz", f"fid@{source}")
+        require(SYNTH_DIR / source, f"sample@{source}")
+    ref, ref_labels = load_labelled_features(require(FID_REF, "fid_ref"), "fid_ref", a.nearest_k)
+    test = load_prepared(REAL_DIR, "test")
+    ref_picks, heldout_picks = reference_halves(test.labels, a.line_images_per_class, params.seed)
+    real_lines, heldout_lines = (class_line_stats(test.images, picks, a) for picks in (ref_picks, heldout_picks))
+    summaries, rows = {}, {}
+    summaries[HELDOUT], rows[HELDOUT] = line_scores(heldout_lines, real_lines)
+    orientation = {"real": mean_orientation(real_lines), HELDOUT: mean_orientation(heldout_lines)}
+    for source in params.sources:
+        path = FEATURES / f"{source}.npz"
+        features, labels = load_labelled_features(path, f"fid@{source}", a.nearest_k)
+        if features.shape[1] != ref.shape[1]:
+            raise StorageError(f"{path}: features of {features.shape[1]} dims, but {FID_REF} holds "
+                               f"{ref.shape[1]}; re-run `dvc repro fid@{source}`")
+        images, image_labels = read_shards(SYNTH_DIR / source)
+        summaries[source], rows[source], lines = source_analysis(features, labels, images, image_labels, ref,
+                                                                 ref_labels, real_lines, a, params.seed)
+        orientation[source] = mean_orientation(lines)
+    dims = int(ref.shape[1])
+    metrics = {**flat_metrics(summaries), "nearest_k": a.nearest_k, "feature_dims": dims}
+    names = meta["class_names"]
+    with stage_run("analyse", params.dataset.name,
+                   params={"analysis": as_dict(a), "sources": list(params.sources), "feature_dims": dims}) as run:
+        csv = REPORTS / "analysis_per_class.csv"
+        with atomic_path(csv) as tmp:
+            tmp.write_text(per_class_table(rows, names))
+        png = REPORTS / "analysis.png"
+        kid = {s: [rows[s].get(c, {}).get("kid", math.nan) for c in range(len(names))] for s in params.sources}
+        save_analysis_png(png, {s: summaries[s] for s in params.sources}, kid, names, orientation,
+                          f"{params.dataset.name}: beside FID ({dims}-d Inception features, k={a.nearest_k})")
+        run.log_metrics(metrics)
+        for p in (csv, png):
+            run.log_artifact(p)
+    write_metrics(METRICS / "analysis.json", metrics)
+    for source in params.sources:
+        s = summaries[source]
+        print(f"analyse@{source}: precision {s['precision']:.3f}, recall {s['recall']:.3f}, density "
+              f"{s['density']:.3f}, coverage {s['coverage']:.3f}, per-class KID mean {s['kid_class_mean']:.4f}, "
+              f"line orientation TV {s['line_orientation_tv']:.3f} (real held out: "
+              f"{summaries[HELDOUT]['line_orientation_tv']:.3f})")

@@ -1,0 +1,106 @@
+"""The `analyse` stage end to end on a tiny workspace: real digits, fake Inception features and two sources, one
+close to the real images (copies of test images, features of the reference's distribution) and one far off."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import set_key
+
+DIMS, PER_CLASS = 8, 30  # 30 images a class > 8 dims: per-class FID is computed here
+
+
+@pytest.fixture()
+def workspace(tmp_path, smoke_dict, monkeypatch):
+    from synthaug.data.real import load_dataset, write_prepared
+    from synthaug.data.shards import write_shards
+    from synthaug.storage import save_npz
+
+    ds = load_dataset("digits", None, 32)
+    write_prepared(ds, tmp_path / "data" / "real")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), PER_CLASS)
+    save_npz(tmp_path / "data" / "fid_ref.npz", features=rng.normal(size=(300, DIMS)).astype(np.float32),
+             labels=labels)
+    close = np.concatenate([ds.test.images[ds.test.labels == c][:PER_CLASS] for c in range(10)])
+    noise = rng.integers(0, 256, close.shape, dtype=np.uint8)
+    for source, images, shift in (("vae", close, 0.0), ("gan", noise, 50.0)):
+        write_shards(tmp_path / "data" / "synthetic" / source, images, labels, 128, 10, extra={"source": source})
+        save_npz(tmp_path / "data" / "features" / f"{source}.npz",
+                 features=(rng.normal(size=(300, DIMS)) + shift).astype(np.float32), labels=labels)
+    set_key(smoke_dict, "sources", ["vae", "gan"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(smoke_dict, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the MLflow store: tmp_path/mlflow.db
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _analyse():
+    from synthaug.cli import app
+
+    return CliRunner().invoke(app, ["analyse", "--params", "params.yaml"])
+
+
+def test_analyse_writes_flat_metrics_per_class_rows_and_a_figure(workspace):
+    result = _analyse()
+    assert result.exit_code == 0, result.output
+    m = json.loads((workspace / "metrics" / "analysis.json").read_text())
+    for source in ("vae", "gan"):
+        for key in ("precision", "recall", "density", "coverage", "kid_class_mean", "kid_class_max",
+                    "fid_class_mean", "line_orientation_w1", "line_orientation_tv", "line_length_tv",
+                    "lines_per_image"):
+            assert math.isfinite(m[f"{key}.{source}"]), (key, source)
+        assert m[f"fid_class_computed.{source}"] == 10
+    assert m["precision.gan"] == 0.0 and m["coverage.gan"] == 0.0 and m["precision.vae"] > 0.5
+    assert m["kid_class_mean.gan"] > 100 * abs(m["kid_class_mean.vae"])
+    # copies of real test images: line statistics as close as other real images are; noise is far off
+    assert m["line_orientation_tv.vae"] < m["line_orientation_tv.gan"]
+    assert m["line_length_tv.real_heldout"] < m["line_length_tv.gan"]
+    assert "precision.real_heldout" not in m and m["nearest_k"] == 5 and m["feature_dims"] == DIMS
+
+    with open(workspace / "reports" / "analysis_per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30 and {r["source"] for r in rows} == {"vae", "gan", "real_heldout"}
+    vae = [r for r in rows if r["source"] == "vae"]
+    assert all(float(r["fid"]) >= 0 and r["fid_note"] == "" and int(r["images"]) == PER_CLASS for r in vae)
+    assert all(r["precision"] == "" and r["line_orientation_tv"] != "" for r in rows if r["source"] == "real_heldout")
+    assert (workspace / "reports" / "analysis.png").stat().st_size > 10_000
+    assert (workspace / "mlflow.db").is_file()
+
+
+def test_analyse_names_a_missing_features_file_and_writes_nothing(workspace):
+    (workspace / "data" / "features" / "gan.npz").unlink()
+    result = _analyse()
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == "error: data/features/gan.npz: not found (run the `fid@gan` stage first: dvc repro fid@gan)"
+    assert not (workspace / "metrics").exists() and not (workspace / "reports").exists()
+
+
+def test_analyse_refuses_features_without_labels(workspace):
+    from synthaug.storage import save_npz
+
+    save_npz(workspace / "data" / "fid_ref.npz", features=np.zeros((300, DIMS), np.float32))
+    result = _analyse()
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "error: data/fid_ref.npz: holds no per-image features with labels (written by an older version); "
+        "re-run `dvc repro fid_ref`")
+
+
+def test_analyse_refuses_a_k_larger_than_the_features_allow(workspace, smoke_dict):
+    set_key(smoke_dict, "sources", ["vae", "gan"])
+    set_key(smoke_dict, "analysis.nearest_k", 400)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(smoke_dict, sort_keys=False))
+    result = _analyse()
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "error: analysis.nearest_k: 400 needs at least 402 features, data/fid_ref.npz holds 300")
