@@ -9,7 +9,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from synthaug.arms import arm_runs, arm_slug, run_slug, study_arms
+from synthaug.arms import arm_runs, arm_slug, parse_arm, run_slug, study_arms
 from synthaug.data.fractions import fraction_key
 from synthaug.storage import load_json
 from synthaug.study_stats import mean_ci, paired_gain, real_images_equivalent, significant, spearman
@@ -17,13 +17,6 @@ from synthaug.study_stats import mean_ci, paired_gain, real_images_equivalent, s
 
 def _record(metrics_dir: Path, arm: str, fraction: float | None, seed: int) -> Path:
     return metrics_dir / "classify" / arm_slug(arm) / f"{run_slug(fraction, seed)}.json"
-
-
-def _arm_source(arm: str) -> str | None:
-    """The one source an arm draws on (`real+S`, `synth:S`), else None (`real`, `real+all`)."""
-    if arm.startswith("synth:"):
-        return arm.split(":", 1)[1]
-    return arm[5:] if arm.startswith("real+") and arm != "real+all" else None
 
 
 def pending_sources(metrics_dir: Path, params) -> list[str]:
@@ -41,7 +34,7 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
     """Exactly the metrics files the current params define (stale files of other settings are ignored);
     a missing one is an error naming it. Sources in `pending` are left out, and with them `real+all`."""
     sources = [s for s in params.sources if s not in pending]
-    arms = [a for a in study_arms(params) if _arm_source(a) not in pending and not (pending and a == "real+all")]
+    arms = [a for a in study_arms(params) if not set(parse_arm(a, params)[1]) & set(pending)]  # real+all: all
     runs = [load_json(_record(metrics_dir, arm, f, s)) for arm in arms for f, s in arm_runs(arm, params)]
     return {"runs": runs,
             "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources},
