@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Set up synthaug on a Debian/Ubuntu machine: the embedded dataset from Debian, and a virtualenv (.venv)
 # with the pinned packages. Safe to re-run: each step is skipped when already done.
+#   --tests   also Debian's Chromium and chromedriver, for the browser test of `python -m synthaug ui`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) tests=1 ;;
+    *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+  esac
+done
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -10,6 +18,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
 command -v git >/dev/null 2>&1 || missing+=(git)
+if [ "$tests" = 1 ]; then
+  dpkg -s chromium >/dev/null 2>&1 || missing+=(chromium)
+  dpkg -s chromium-driver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"

@@ -50,9 +50,10 @@ def prepared_template(root: Path) -> Path:
     save_checkpoint(root / "models" / "vae" / "checkpoint.pt",
                     {"step": 44, "trainable": {"model": ConditionalVAE(cfg).state_dict()}, "config": cfg.to_dict(),
                      "family": "vae", "fingerprint": "x", "history": []})
-    save_stats(root / "data" / "fid_ref.npz", Stats(np.zeros(64), np.eye(64), 200, 64),
-               {"split": "test", "num_images": 200, "dims": 64, "dataset": "digits", "precision": "fp32"},
-               features=rng.normal(size=(200, 64)))
+    n = smoke["fid"]["num_images"]
+    save_stats(root / "data" / "fid_ref.npz", Stats(np.zeros(64), np.eye(64), n, 64),
+               {"split": "test", "num_images": n, "dims": 64, "dataset": "digits", "precision": "fp32"},
+               features=rng.normal(size=(n, 64)))
     return root
 
 

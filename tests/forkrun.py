@@ -10,7 +10,8 @@ import textwrap
 
 FORK_DRIVER = textwrap.dedent("""
     import json, os, runpy, sys, traceback
-    import synthaug.cli  # the expensive imports, once
+    import synthaug.cli
+    synthaug.cli.build_app()  # the expensive imports (every command's), once
     cases = json.load(open(sys.argv[1]))
     codes = {}
     for name, c in cases.items():

@@ -147,9 +147,8 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     train = by_name["train@vae"]
     assert train.data.params["vae.latent_dim"] == "8" and "loss" in train.data.metrics
     assert train.data.tags["mlflow.source.git.commit"]
-    for source in SOURCES:  # one artifact name in every sample run: MLflow's compare view pairs the grids
-        assert "samples/grid.png" in {a.path for a in client.list_artifacts(by_name[f"sample@{source}"].info.run_id,
-                                                                           "samples")}, source
+    for source in SOURCES:  # one root-level name in every sample run: MLflow's compare view pairs the grids
+        assert "grid.png" in {a.path for a in client.list_artifacts(by_name[f"sample@{source}"].info.run_id)}, source
     assert by_name["fid@vae"].data.metrics["fid"] > 0
     parent = by_name["classify@real"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -162,7 +161,7 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     invert = by_name["invert"]
     assert {"loss", "loss_learned", "loss_class_embedding"} <= set(invert.data.metrics)
     assert "dinv.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
-    assert "samples/grid.png" in {a.path for a in client.list_artifacts(invert.info.run_id, "samples")}
+    assert "grid.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
     assert by_name["sample@dinv"].data.params["sampler.sampler"] == "ddim"
     assert "wasserstein" in " ".join(by_name["train@wgan_gp"].data.metrics)
     for gan in ("gan", "lsgan", "wgan_gp"):
@@ -215,3 +214,15 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|headline"], dest, env)
     header = [h.rsplit(":", 1)[-1] for h in table.splitlines()[0].split(",")]  # with or without a file prefix
     assert "headline.fid.vae" in header and "fid" not in header and len(header) < 80, header
+
+    # MLflow: the experiment's stage runs are nested under one group run, which carries the headline figures
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("synthaug-digits").experiment_id], max_results=1000)
+    groups = [r for r in runs if r.data.tags.get("synthaug.dvc_exp")]
+    assert len(groups) == 1 and groups[0].info.run_name.startswith("dvc exp "), [g.info.run_name for g in groups]
+    nested = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == groups[0].info.run_id}
+    assert {"train@vae", "sample@vae", "fid@vae", "fidelity", "analyse", "report"} <= nested, nested
+    assert sum(n.startswith("classify@") for n in nested) == 3, nested  # real+vae, synth:vae, real+all
+    assert {"fid.vae", "gain.real_plus_vae.f0.5"} <= set(groups[0].data.metrics)

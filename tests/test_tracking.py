@@ -48,8 +48,11 @@ def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
     assert exp.artifact_location == (root / "mlruns").as_uri()
 
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"train@vae", "classify@real_f0.5_s0"}
-    ok, failed = runs["train@vae"], runs["classify@real_f0.5_s0"]
+    assert set(runs) == {"dvc exp exp-beta08", "train@vae", "classify@real_f0.5_s0"}
+    ok, failed, group = runs["train@vae"], runs["classify@real_f0.5_s0"], runs["dvc exp exp-beta08"]
+    # both stage runs of the `dvc exp run` are children of one group run, created by the first of them
+    assert ok.data.tags["mlflow.parentRunId"] == failed.data.tags["mlflow.parentRunId"] == group.info.run_id
+    assert group.data.tags["synthaug.dvc_exp"] == "exp-beta08" and group.info.status == "FINISHED"
     assert ok.info.status == "FINISHED" and failed.info.status == "FAILED"
     assert ok.data.params == {"vae.lr": "0.002", "vae.epochs": "2", "seed": "0"}
     assert ok.data.metrics == {"loss": 1.0, "real_plus_vae": 0.9}
@@ -105,3 +108,21 @@ def test_a_store_failing_during_the_run_is_one_line_and_never_hides_the_stage_er
             run.client.log_batch = run.client.set_terminated = full
             raise ValueError("the stage's own error")
     assert "could not mark the MLflow run FAILED" in caplog.text
+
+
+def test_report_figures_reach_the_experiment_group_and_plain_repro_has_none(local_store, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    with stage_run("report", "digits") as run:
+        run.log_metrics({"gain.real+vae.f0.5": -1.5})
+        run.log_group_metrics({"gain.real+vae.f0.5": -1.5})
+    monkeypatch.delenv("DVC_EXP_NAME")  # `dvc repro`: top-level runs, no group
+    with stage_run("report", "digits") as run:
+        assert run.group_id is None
+        run.log_group_metrics({"gain.real+vae.f0.5": 2.0})  # nothing to do, and no error
+    client = MlflowClient(tracking_uri=f"sqlite:///{local_store / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("synthaug-digits").experiment_id])
+    groups = [r for r in runs if r.info.run_name == "dvc exp exp-beta08"]
+    assert len(groups) == 1 and groups[0].data.metrics == {"gain.real_plus_vae.f0.5": -1.5}
+    plain = [r for r in runs if r.info.run_name == "report" and "mlflow.parentRunId" not in r.data.tags]
+    assert len(plain) == 1

@@ -22,6 +22,9 @@ log = logging.getLogger("synthaug")
 
 # MLflow 3 opens experiments in the GenAI view unless they say they are for model training.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+# The sample grid's artifact name in every sample@ run (and invert's): MLflow's compare view pairs runs' files by
+# name and looks only at the root of each run's artifacts (MLflow 3.17: folders are skipped), so it stays at the root.
+GRID_ARTIFACT = "grid.png"
 
 
 class TrackingError(RuntimeError):
@@ -106,8 +109,9 @@ class Tracker:
     """A live MLflow run. Metrics are buffered and sent in batches (each sqlite call costs ~20 ms). A failure of
     the store is a TrackingError naming it."""
 
-    def __init__(self, client, run_id: str, uri: str | None = None):
+    def __init__(self, client, run_id: str, uri: str | None = None, group_id: str | None = None):
         self.client, self.run_id, self.uri = client, run_id, uri or tracking_uri()
+        self.group_id = group_id  # the run grouping this `dvc exp run`'s stage runs, if any
         self._pending: list = []
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -132,6 +136,18 @@ class Tracker:
             for i in range(0, len(pending), 1000):
                 self.client.log_batch(self.run_id, metrics=pending[i:i + 1000])
 
+    def log_group_metrics(self, metrics: dict[str, float]) -> None:
+        """Also put these metrics on the experiment's group run, so its row in MLflow's runs table (one per
+        `dvc exp run`) carries the figures experiments are compared by. Nothing without a group."""
+        if self.group_id is None:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        with store_errors(self.uri):
+            self.client.log_batch(self.group_id, metrics=[Metric(metric_key(k), float(v), ts, 0)
+                                                          for k, v in metrics.items()])
+
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -143,8 +159,8 @@ class Tracker:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_artifact_as(self, path: str | os.PathLike, name: str) -> None:
-        """Log a file under a fixed artifact name (e.g. `samples/grid.png`), the same in every run of a stage, so
-        MLflow's compare view shows the runs' files side by side (it pairs artifacts by name)."""
+        """Log a file under a fixed artifact name (e.g. GRID_ARTIFACT), the same in every run of a stage, so
+        MLflow's compare view shows the runs' files side by side (it pairs root-level artifacts by name)."""
         folder, _, base = name.rpartition("/")
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / base
@@ -159,11 +175,31 @@ class Tracker:
                 self.client.set_terminated(self.run_id, status=status)
 
 
+GROUP_TAG = "synthaug.dvc_exp"
+
+
+def experiment_group(client, exp_id: str, exp_name: str, commit: str | None) -> str:
+    """The run that groups the stage runs of one `dvc exp run` (MLflow shows them nested under it, one row per
+    experiment): found by its tag, created by the experiment's first stage. Stages of one experiment run one
+    after the other, so two of them never race to create it."""
+    safe = re.sub(r"[^\w.-]", "_", exp_name)  # DVC's names are words and dashes; keep the filter well-formed
+    found = client.search_runs([exp_id], filter_string=f"tags.`{GROUP_TAG}` = '{safe}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    tags = {GROUP_TAG: safe, "dvc.exp_name": exp_name, "mlflow.runName": f"dvc exp {exp_name}"}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(exp_id, tags=tags, run_name=f"dvc exp {exp_name}")
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
               tags: dict[str, str] | None = None, parent: Tracker | None = None) -> Iterator[Tracker]:
     """Open the MLflow run for one stage item (e.g. `train@vae`) in the dataset's experiment; with `parent`,
-    as a child of that run (one classify stage item trains many classifiers, each its own child run)."""
+    as a child of that run (one classify stage item trains many classifiers, each its own child run). Inside a
+    `dvc exp run` (DVC_EXP_NAME set), a stage run is a child of that experiment's group run."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # logs, with a trace, what we report
@@ -189,12 +225,17 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     commit = git_commit(root)
     if commit:
         run_tags["mlflow.source.git.commit"] = commit
+    group_id = None
     if parent is not None:
         run_tags["mlflow.parentRunId"] = parent.run_id
+    elif os.environ.get("DVC_EXP_NAME"):
+        with store_errors(uri):
+            group_id = experiment_group(client, exp_id, os.environ["DVC_EXP_NAME"], commit)
+        run_tags["mlflow.parentRunId"] = group_id
     run_tags.update(tags or {})
     with store_errors(uri):
         run = client.create_run(exp_id, tags=run_tags, run_name=stage)
-    tracker = Tracker(client, run.info.run_id, uri)
+    tracker = Tracker(client, run.info.run_id, uri, group_id=group_id or (parent.group_id if parent else None))
     try:
         if params:
             tracker.log_params(params)

@@ -13,7 +13,7 @@ from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
                                     seen_real_images, stage_command, write_metrics)
 from synthaug.storage import save_json, sha256_file
-from synthaug.tracking import stage_run
+from synthaug.tracking import GRID_ARTIFACT, stage_run
 from synthaug.training import fingerprint_of
 
 CHECKPOINT = MODELS / "dinv" / "checkpoint.pt"  # the learned vectors (+ optimiser state, for resuming)
@@ -50,7 +50,7 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
             names = [meta["class_names"][group_labels[g]] for g in preview_rows(group_labels, p.preview_groups)]
             save_grid_png(REPORTS / "grids" / PREVIEW, result.images[PREVIEW], names,
                           title="real group | samples from its learned embedding | from its class embedding")
-            run.log_artifact_as(REPORTS / "grids" / PREVIEW, "samples/grid.png")
+            run.log_artifact_as(REPORTS / "grids" / PREVIEW, GRID_ARTIFACT)
     write_metrics(METRICS / "invert.json", {"steps": result.steps, "train_images": int(members.size),
                                             "generator_fraction": params.generator_fraction, **result.summary})
     print(f"invert: {len(group_labels)} groups of {p.group_size}; denoising loss {result.summary['loss_learned']:.4f} "

@@ -74,6 +74,7 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     write_metrics(METRICS / "headline.json", {f"headline.{k}": v for k, v in sorted(headline.items())})
     with stage_run("report", params.dataset.name, params=context) as run:
         run.log_metrics(headline)
+        run.log_group_metrics(headline)  # the `dvc exp run`'s row in MLflow carries its headline figures
         for p in (md, REPORTS / "summary.json", *(REPORTS / n for n in figures)):
             run.log_artifact(p)
     print(md.read_text())

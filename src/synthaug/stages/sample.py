@@ -19,7 +19,7 @@ from synthaug.plots import save_sample_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
 from synthaug.storage import replace_together, sha256_file
-from synthaug.tracking import stage_run
+from synthaug.tracking import GRID_ARTIFACT, stage_run
 from synthaug.training import iterate_batches, to_uint8
 
 
@@ -63,7 +63,7 @@ def sample(source: str = typer.Argument(..., help=f"synthetic source: {', '.join
             metrics = {"count": manifest["count"], **sample_quality(images, labels)}
             write_metrics(metrics_path, metrics)
             run.log_metrics({**metrics, "seconds_per_image": seconds / len(labels), "sampling_seconds": seconds})
-            run.log_artifact_as(grid_path, "samples/grid.png")  # one name in every sample@ run: compare view
+            run.log_artifact_as(grid_path, GRID_ARTIFACT)  # one root-level name in every sample@ run: compare view
     print(f"sample@{source}: {len(labels)} images in {seconds:.1f} s ({1000 * seconds / len(labels):.2f} ms/image)")
 
 
