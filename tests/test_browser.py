@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, SMOKE
+from conftest import REPO
+from ui_server import ui_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -61,29 +59,8 @@ def server(tmp_path_factory):
         _grid(root / f"{s}.png", i)
     ids = json.loads(subprocess.run([sys.executable, "-c", script, str(root), *SOURCES], cwd=root, env=env,
                                     capture_output=True, text=True, check=True).stdout)
-    from test_ui import _free_port
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "synthaug", "ui", "--params", str(SMOKE), "--port", str(port)],
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        proc.stdout.readline()
-        link = proc.stdout.readline().strip()
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=5)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "the MLflow server did not answer within 120 s"
-                time.sleep(0.5)
+    with ui_server(root) as (_, link, base):
         yield base, link, ids
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, SMOKE
+from conftest import SMOKE
+from ui_server import ui_server
 
 
 @pytest.fixture()
@@ -53,12 +48,6 @@ def test_no_store_yet_is_one_line_saying_run_the_pipeline(tmp_path, monkeypatch)
     assert not (tmp_path / "mlflow.db").exists()  # looking must not create an empty store
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, data: dict | None = None) -> bytes:
     body = None if data is None else json.dumps(data).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
@@ -67,31 +56,11 @@ def _get(url: str, data: dict | None = None) -> bytes:
 
 
 def test_server_serves_the_repo_store_on_localhost(store):
-    port = _free_port()
-    env = {**os.environ, "DVC_ROOT": str(store), "PYTHONPATH": str(REPO / "src")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "synthaug", "ui", "--params", str(SMOKE), "--port", str(port)],
-                            cwd=store, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        assert "open:" in proc.stdout.readline()
-        link = proc.stdout.readline().strip()
-        assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/")
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:  # the server takes a few seconds to start
-            try:
-                assert _get(f"{base}/health").strip() == b"OK"
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "the MLflow server did not answer within 120 s"
-                time.sleep(0.5)
+    with ui_server(store) as (first, link, base):
+        assert "open:" in first
+        assert link.startswith(f"{base}/#/experiments/") and base.startswith("http://127.0.0.1:")
         assert b"<html" in _get(base + "/").lower()  # the UI's page that the link opens
         exp_id = link.split("/experiments/")[1].split("/")[0]
         runs = json.loads(_get(f"{base}/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]}))["runs"]
         assert [r["info"]["run_name"] for r in runs] == ["sample@vae"]
         assert {"key": "fid", "value": 12.5} in [{k: m[k] for k in ("key", "value")} for m in runs[0]["data"]["metrics"]]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

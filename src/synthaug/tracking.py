@@ -74,6 +74,11 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
+def experiment_name(dataset: str) -> str:
+    """MLflow experiment of a dataset's runs: one per dataset."""
+    return f"synthaug-{dataset}"
+
+
 def redact(uri: str) -> str:
     """A tracking URI fit for messages and logs: credentials in it (`http://user:secret@host`) become `***`."""
     return re.sub(r"^([A-Za-z][\w+.-]*://)[^/@]*@", r"\1***@", uri)
@@ -105,6 +110,13 @@ def _check_reachable(uri: str) -> None:
         raise TrackingError(f"MLFLOW_TRACKING_URI={redact(uri)} is unreachable ({reason})") from None
 
 
+def _metric_entities(metrics: dict[str, float], step: int | None = None) -> list:
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    return [Metric(metric_key(k), float(v), ts, step or 0) for k, v in metrics.items()]
+
+
 class Tracker:
     """A live MLflow run. Metrics are buffered and sent in batches (each sqlite call costs ~20 ms). A failure of
     the store is a TrackingError naming it."""
@@ -123,10 +135,7 @@ class Tracker:
                 self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        self._pending += [Metric(metric_key(k), float(v), ts, step or 0) for k, v in metrics.items()]
+        self._pending += _metric_entities(metrics, step)
         if len(self._pending) >= 500:
             self.flush()
 
@@ -141,12 +150,8 @@ class Tracker:
         `dvc exp run`) carries the figures experiments are compared by. Nothing without a group."""
         if self.group_id is None:
             return
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
         with store_errors(self.uri):
-            self.client.log_batch(self.group_id, metrics=[Metric(metric_key(k), float(v), ts, 0)
-                                                          for k, v in metrics.items()])
+            self.client.log_batch(self.group_id, metrics=_metric_entities(metrics))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -186,7 +191,7 @@ def experiment_group(client, exp_id: str, exp_name: str, commit: str | None) -> 
     found = client.search_runs([exp_id], filter_string=f"tags.`{GROUP_TAG}` = '{safe}'", max_results=1)
     if found:
         return found[0].info.run_id
-    tags = {GROUP_TAG: safe, "dvc.exp_name": exp_name, "mlflow.runName": f"dvc exp {exp_name}"}
+    tags = {GROUP_TAG: safe, "dvc.exp_name": exp_name}
     if commit:
         tags["mlflow.source.git.commit"] = commit
     run = client.create_run(exp_id, tags=tags, run_name=f"dvc exp {exp_name}")
@@ -208,7 +213,7 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     root = repo_root()
     uri = tracking_uri()
     _check_reachable(uri)
-    name = f"synthaug-{dataset}"
+    name = experiment_name(dataset)
     with store_errors(uri, "use"):  # any backend failure: one line, naming the store
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(name)
@@ -225,17 +230,19 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     commit = git_commit(root)
     if commit:
         run_tags["mlflow.source.git.commit"] = commit
-    group_id = None
-    if parent is not None:
+    if parent is not None:  # a classifier's run inside its classify stage run
+        group_id = parent.group_id
         run_tags["mlflow.parentRunId"] = parent.run_id
     elif os.environ.get("DVC_EXP_NAME"):
         with store_errors(uri):
             group_id = experiment_group(client, exp_id, os.environ["DVC_EXP_NAME"], commit)
         run_tags["mlflow.parentRunId"] = group_id
+    else:
+        group_id = None
     run_tags.update(tags or {})
     with store_errors(uri):
         run = client.create_run(exp_id, tags=run_tags, run_name=stage)
-    tracker = Tracker(client, run.info.run_id, uri, group_id=group_id or (parent.group_id if parent else None))
+    tracker = Tracker(client, run.info.run_id, uri, group_id=group_id)
     try:
         if params:
             tracker.log_params(params)

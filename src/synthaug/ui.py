@@ -15,31 +15,30 @@ import typer
 
 from synthaug.config import load_params
 from synthaug.stages.common import PARAMS_OPTION, stage_command
-from synthaug.tracking import redact, repo_root, store_errors, tracking_uri
+from synthaug.storage import StorageError
+from synthaug.tracking import experiment_name, redact, repo_root, store_errors, tracking_uri
 
 LOCALHOST = "127.0.0.1"
 
 
-class UiError(RuntimeError):
-    """Nothing to show yet, or the store cannot be read (bad input: exit code 2)."""
-
-
-def runs_link(host: str, port: int, experiment_id: str) -> str:
-    """The experiment's runs table in the model-training view."""
-    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_link(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table in the model-training view of the MLflow UI at base_url."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def experiment_id(uri: str, dataset: str) -> str:
-    """The id of the dataset's experiment (`synthaug-<dataset>`) in the store, which must exist already."""
+    """The id of the dataset's experiment in the store, which must exist already (else bad input: exit 2)."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UiError(f"{uri.removeprefix('sqlite:///')}: no MLflow store yet (run the pipeline first: dvc repro)")
+        raise StorageError(f"{uri.removeprefix('sqlite:///')}: no MLflow store yet (run the pipeline first: "
+                           "dvc repro)")
     from mlflow.tracking import MlflowClient
 
-    name = f"synthaug-{dataset}"
+    name = experiment_name(dataset)
     with store_errors(uri, "read"):
         exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
     if exp is None:
-        raise UiError(f"{redact(uri)}: no experiment {name} (no stage has run on dataset {dataset} yet: dvc repro)")
+        raise StorageError(f"{redact(uri)}: no experiment {name} (no stage has run on dataset {dataset} yet: "
+                           "dvc repro)")
     return exp.experiment_id
 
 
@@ -55,18 +54,13 @@ def ui(params: str = PARAMS_OPTION,
        print_only: bool = typer.Option(False, "--print-only", help="print the link and the server command, "
                                        "start nothing")) -> None:
     """Start MLflow's server on this repo's store (or MLFLOW_TRACKING_URI) and print a link to the runs."""
-    p = load_params(params)
     uri = tracking_uri()
-    try:
-        exp_id = experiment_id(uri, p.dataset.name)
-    except UiError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    exp_id = experiment_id(uri, load_params(params).dataset.name)
     if uri.startswith(("http://", "https://")):  # a team server is already serving: nothing to start
-        typer.echo(f"{redact(uri).rstrip('/')}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+        typer.echo(runs_link(redact(uri), exp_id))
         return
     command = server_command(uri, host, port)
-    typer.echo(f"MLflow on {redact(uri)} (repo {repo_root()}); open:\n{runs_link(host, port, exp_id)}")
+    typer.echo(f"MLflow on {redact(uri)} (repo {repo_root()}); open:\n{runs_link(f'http://{host}:{port}', exp_id)}")
     if print_only:
         typer.echo(" ".join(command))
         return

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -17,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from synthaug.data.fractions import stratified_holdout
+from synthaug.data.image_files import GRAY_MODES, IMAGE_EXTS, open_image, peek_mode, resize_stack, to_8bit, to_array
 from synthaug.storage import StorageError, load_json, load_npz, save_json, save_npz, sha256_file
 
 KNOWN = ("fashion_mnist", "digits", "cifar10", "cub200", "imagefolder")
@@ -29,11 +28,6 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "classes.txt")
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16-bit files (PNG, TIFF) open as I;16 or I
-GRAY_MODES = {"1", "L", "LA", "La", "F"} | INT_MODES  # a folder is RGB if any file is in another mode
-ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
-BACKGROUND = "black"  # transparent pixels are composited onto it
 CACHE = Path(os.environ.get("SYNTHAUG_CACHE", Path.home() / ".cache" / "synthaug"))  # torchvision downloads
 
 
@@ -70,60 +64,6 @@ def load_dataset(name: str, root: str | None, image_size: int) -> RealDataset:
         raise DatasetError(f"{ds.source.get('root', name)}: {len(ds.class_names)} class "
                            f"({', '.join(ds.class_names)}); a classification study needs at least 2")
     return ds
-
-
-def _resize_stack(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 [N,H,W,C] to [N,size,size,C] with PIL bilinear (no-op when already that size)."""
-    if images.shape[1:3] == (size, size):
-        return images
-    mode = "L" if images.shape[3] == 1 else "RGB"
-    return np.stack([_to_array(Image.fromarray(im[..., 0] if mode == "L" else im), size, mode) for im in images])
-
-
-def _to_array(pil: Image.Image, size: int, mode: str) -> np.ndarray:
-    """A PIL image of 8-bit `mode` ("L" or "RGB"), resized (bilinear) to uint8 [size,size,C]."""
-    arr = np.asarray(pil.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-    return arr.reshape(size, size, 1 if mode == "L" else 3)
-
-
-def _to_8bit(pil: Image.Image, mode: str, path: Path) -> tuple[Image.Image, str | None]:
-    """`pil` as 8-bit `mode` ("L" or "RGB") and how it was converted (None: stored so). 16-bit 0..65535 is scaled
-    to 0..255 (PIL's convert clips at 255), transparency composited onto BACKGROUND, float (no range) refused."""
-    if pil.mode in INT_MODES:
-        arr = np.asarray(pil)
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise DatasetError(f"{path}: integer image (mode {pil.mode}) with values {arr.min()}..{arr.max()}, "
-                               "outside 16 bits (save it as 8- or 16-bit)")
-        scaled = np.rint(arr.astype(np.float64) * (255 / 65535)).astype(np.uint8)
-        return Image.fromarray(scaled, "L").convert(mode), f"{pil.mode} (16-bit): 0..65535 scaled to 0..255"
-    if pil.mode == "F":
-        raise DatasetError(f"{path}: float image (mode F) has no defined value range; save it as 8- or 16-bit")
-    if pil.mode in ALPHA_MODES or "transparency" in pil.info:
-        rgba = pil.convert("RGBA")
-        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND), rgba)
-        return flat.convert(mode), f"{pil.mode} (alpha): composited onto {BACKGROUND}"
-    return pil.convert(mode), None if pil.mode == mode else f"{pil.mode}: converted to {mode}"
-
-
-def _peek_mode(path: Path) -> str | None:
-    """A file's PIL mode from its header (None if unreadable: reading it whole names the fault)."""
-    try:
-        with Image.open(path) as im:
-            return im.mode
-    except Exception:
-        return None
-
-
-def _open_image(path: Path, hasher) -> Image.Image:
-    """Read an image file fully, feeding its bytes to `hasher`; DatasetError naming it if unreadable."""
-    try:
-        data = path.read_bytes()
-        pil = Image.open(io.BytesIO(data))
-        pil.load()
-    except Exception as e:  # PIL raises several kinds for corrupt/truncated files
-        raise DatasetError(f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:100]})") from None
-    hasher.update(path.name.encode() + b"\0" + data)
-    return pil
 
 
 def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
@@ -179,7 +119,7 @@ def _load_fashion_mnist(root: str | None, size: int) -> RealDataset:
             raise DatasetError(f"{lp}: {len(labels)} labels (max {labels.max(initial=0)}) for {len(images)} "
                                f"images in {ip.name}; expected equal counts and labels 0..9")
         pad = size == 32 and images.shape[1:3] == (28, 28)  # pad, don't resize: keeps the real pixels
-        images = np.pad(images, ((0, 0), (2, 2), (2, 2))) if pad else _resize_stack(images[..., None], size)[..., 0]
+        images = np.pad(images, ((0, 0), (2, 2), (2, 2))) if pad else resize_stack(images[..., None], size)[..., 0]
         splits[split] = RealSplit(images[..., None], labels.astype(np.int64))
     return RealDataset("fashion_mnist", list(FASHION_CLASSES), splits["train"], splits["test"], {
         "root": str(files[IDX_NAMES["train"][0]].parent), "sha256": {p.name: sha256_file(p) for p in files.values()}})
@@ -190,7 +130,7 @@ def _load_digits(root: str | None, size: int) -> RealDataset:
     from sklearn.datasets import load_digits
     bunch = load_digits()
     images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
-    images, labels = _resize_stack(images, size), bunch.target.astype(np.int64)
+    images, labels = resize_stack(images, size), bunch.target.astype(np.int64)
     tr, te = stratified_holdout(labels, 0.2, seed=0)
     train, test = RealSplit(images[tr], labels[tr]), RealSplit(images[te], labels[te])
     return RealDataset("digits", [str(i) for i in range(10)], train, test, {"loader": "sklearn.datasets.load_digits",
@@ -245,7 +185,7 @@ def _load_cifar10(root: str | None, size: int) -> RealDataset:
                                    f"{data.dtype} {data.shape}, labels {labels.shape}")
             ims.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labs.append(labels)
-        splits[split] = RealSplit(_resize_stack(np.concatenate(ims), size), np.concatenate(labs))
+        splits[split] = RealSplit(resize_stack(np.concatenate(ims), size), np.concatenate(labs))
     sha = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name.startswith(("data_", "test_", "ba"))}
     return RealDataset("cifar10", names, splits["train"], splits["test"], {"root": str(folder), "sha256": sha})
 
@@ -280,11 +220,11 @@ def _load_cub200(root: str | None, size: int) -> RealDataset:
         if not (0 <= label < len(class_names) and is_train in out):
             raise DatasetError(f"{base}: image id {iid}: class {label + 1} or split flag {is_train!r} invalid")
         path = base / "images" / images[iid][0]
-        pil = _open_image(path, hasher)
+        pil = open_image(path, hasher)
         box = (max(0, round(x)), max(0, round(y)), min(pil.width, round(x + w)), min(pil.height, round(y + h)))
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             raise DatasetError(f"{base / 'bounding_boxes.txt'}: empty box for image id {iid} ({path.name})")
-        out[is_train].append((_to_array(_to_8bit(pil.crop(box), "RGB", path)[0], size, "RGB"), label))
+        out[is_train].append((to_array(to_8bit(pil.crop(box), "RGB", path)[0], size, "RGB"), label))
     if not (out["1"] and out["0"]):
         raise DatasetError(f"{base / 'train_test_split.txt'}: the train or the test split is empty")
     train, test = (RealSplit(np.stack([a for a, _ in out[k]]), np.array([c for _, c in out[k]], np.int64))
@@ -319,7 +259,7 @@ def _load_imagefolder(root: str | None, size: int) -> RealDataset:
             raise DatasetError(f"{base}: train/ and test/ class folders differ ({', '.join(diff[:5])})")
     class_names = sorted(trees["train"])
     # The whole folder decides: RGB if any file holds colour (gray files are then replicated), else gray.
-    modes = Counter(_peek_mode(f) for tree in trees.values() for files in tree.values() for f in files)
+    modes = Counter(peek_mode(f) for tree in trees.values() for files in tree.values() for f in files)
     mode = "L" if set(modes) - {None} <= GRAY_MODES else "RGB"
     hasher, loaded, converted = hashlib.sha256(), {}, Counter()
 
@@ -327,12 +267,12 @@ def _load_imagefolder(root: str | None, size: int) -> RealDataset:
 
     def read(f: Path) -> np.ndarray | None:
         try:
-            pil, note = _to_8bit(_open_image(f, hasher), mode, f)
+            pil, note = to_8bit(open_image(f, hasher), mode, f)
         except DatasetError as e:  # keep going: one run names every bad file (up to MAX_FAULTS)
             faults.append(str(e))
             return None
         converted.update([note] if note else [])
-        return _to_array(pil, size, mode)
+        return to_array(pil, size, mode)
 
     for s, tree in trees.items():
         pairs = [(read(f), ci) for ci, c in enumerate(class_names) for f in tree[c]]
