@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up synthaug on a Debian/Ubuntu machine: the embedded dataset from Debian, and a virtualenv (.venv)
 # with the pinned packages. Safe to re-run: each step is skipped when already done.
-#   --tests   also Debian's Chromium and chromedriver, for the browser test of `python -m synthaug ui`
+#   --tests   also Debian's Chromium and chromedriver (the browser test of `python -m synthaug ui`) and PostgreSQL
+#             (the test of a PostgreSQL-backed MLflow server; the package's own cluster is not used)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=0
@@ -21,6 +22,7 @@ command -v git >/dev/null 2>&1 || missing+=(git)
 if [ "$tests" = 1 ]; then
   dpkg -s chromium >/dev/null 2>&1 || missing+=(chromium)
   dpkg -s chromium-driver >/dev/null 2>&1 || missing+=(chromium-driver)
+  dpkg -s postgresql >/dev/null 2>&1 || missing+=(postgresql)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -q

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from browser import CHROMIUM, DRIVER, chromium, compare_artifact, page_text, screenshot, wait_for
 from conftest import REPO
 from ui_server import ui_server
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
                                 reason="Chromium and chromedriver are not installed (./scripts/setup.sh --tests)")
 SOURCES = ("vae", "gan", "ddim")
@@ -40,8 +38,9 @@ def _grid(path: Path, shade: int) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """An MLflow store holding a `sample@S` run per source (FID metric, grid as GRID_ARTIFACT), served by
-    `python -m synthaug ui` on a free localhost port. Yields (base URL, printed link, {source: run id})."""
+    """An MLflow store holding a `sample@S` run per source (grid as GRID_ARTIFACT) and a `fid@S` run (FID, KID),
+    served by `python -m synthaug ui` on a free localhost port. Yields (base URL, printed link, {source: sample
+    run id})."""
     root = tmp_path_factory.mktemp("ui-store")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(DVC_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
@@ -51,9 +50,10 @@ def server(tmp_path_factory):
         "ids = {}\n"
         "for i, s in enumerate(sys.argv[2:]):\n"
         "    with stage_run(f'sample@{s}', 'digits', params={'source': s}) as run:\n"
-        "        run.log_metrics({'fid': 10.0 + i})\n"
         "        run.log_artifact_as(f'{sys.argv[1]}/{s}.png', GRID_ARTIFACT)\n"
         "        ids[s] = run.run_id\n"
+        "    with stage_run(f'fid@{s}', 'digits', params={'source': s}) as run:\n"
+        "        run.log_metrics({'fid': 30.25 - 10 * i, 'kid': 0.5 - 0.125 * i})\n"
         "print(json.dumps(ids))\n")
     for i, s in enumerate(SOURCES):
         _grid(root / f"{s}.png", i)
@@ -65,75 +65,45 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for drivers online
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000",
-                "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(120)
-    yield driver
-    driver.quit()
-
-
-def _wait_for(driver, condition, what: str, timeout: float = 120):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(lambda d: condition(d))
-    except Exception:
-        _shot(driver, f"failed-{what}")
-        raise AssertionError(f"{what}: not seen within {timeout} s; page text:\n{_text(driver)[:3000]}") from None
-
-
-def _text(driver) -> str:
-    return driver.execute_script("return document.body ? document.body.innerText : ''")
-
-
-def _shot(driver, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    driver.save_screenshot(str(path))
-    return path
+    with chromium() as driver:
+        yield driver
 
 
 def test_link_lands_on_the_runs_table_with_every_run(server, browser):
     base, link, ids = server
     browser.get(link)
     # the runs table of the model-training view: its "Run Name" column, a row per run, the count under it
-    _wait_for(browser, lambda d: all(f"sample@{s}" in _text(d) for s in SOURCES), "runs table with every run")
-    text = _text(browser)
-    assert "Run Name" in text and f"{len(SOURCES)} matching runs" in text, text[:2000]
+    wait_for(browser, lambda d: all(f"sample@{s}" in page_text(d) for s in SOURCES), "runs table with every run",
+             failed_shot=SHOTS / "failed-runs-table.png")
+    text = page_text(browser)
+    assert "Run Name" in text and f"{2 * len(SOURCES)} matching runs" in text, text[:2000]
     assert "No data available" not in text  # what MLflow's GenAI overview shows for this experiment
-    assert _shot(browser, "runs-table").stat().st_size > 0
+    assert screenshot(browser, SHOTS / "runs-table.png").stat().st_size > 0
+
+
+def test_saved_fid_view_shows_the_fid_runs_with_their_fid_column_best_first(server, browser):
+    from synthaug.ui import runs_link
+
+    base, link, ids = server
+    exp_id = link.split("/experiments/")[1].split("/")[0]
+    browser.get(runs_link(base, exp_id, "synthaug-fid"))
+    wait_for(browser, lambda d: all(f"fid@{s}" in page_text(d) for s in SOURCES), "the fid runs",
+             failed_shot=SHOTS / "failed-fid-view.png")
+    text = page_text(browser)
+    assert f"{len(SOURCES)} matching runs" in text and "sample@" not in text, text[:2000]  # the view's filter
+    assert "10.25" in text and "0.25" in text  # its FID and KID columns (ddim's values)
+    rows = [next(i for i, line in enumerate(text.splitlines()) if f"fid@{s}" in line) for s in SOURCES]
+    assert rows == sorted(rows, reverse=True), text[:2000]  # ordered by FID, lowest (ddim) first
+    assert screenshot(browser, SHOTS / "fid-view.png").stat().st_size > 0
 
 
 def test_compare_view_shows_every_sample_grid_side_by_side(server, browser):
     base, link, ids = server
     exp_id = link.split("/experiments/")[1].split("/")[0]
-    runs = json.dumps(list(ids.values())).replace(" ", "")
-    browser.get(f"{base}/#/compare-runs?runs={runs}&experiments={json.dumps([exp_id])}")
-    _wait_for(browser, lambda d: "grid.png" in _text(d), "the common artifact grid.png")
-    from selenium.webdriver.common.by import By
-
-    for entry in browser.find_elements(By.XPATH, "//*[normalize-space(text())='grid.png']"):
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click()", entry)
-        # selecting the file makes the compare view show it for every run, side by side
-
-    def loaded_grids(d):
-        d.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
-        imgs = d.execute_script(
-            "return Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0 &&"
-            " (i.src.includes('grid.png') || i.src.startsWith('blob:'))).map(i => i.src)")
-        return imgs if len(imgs) >= len(SOURCES) else False
-
     try:
-        _wait_for(browser, loaded_grids, "a loaded grid image per run", timeout=60)
+        compare_artifact(browser, base, exp_id, list(ids.values()), "grid.png",
+                         failed_shot=SHOTS / "failed-compare.png")
     finally:
         print("images on the page:", browser.execute_script(
             "return Array.from(document.images).map(i => [i.src.slice(0, 120), i.complete, i.naturalWidth])"))
-    assert _shot(browser, "compare-grids").stat().st_size > 0
+    assert screenshot(browser, SHOTS / "compare-grids.png").stat().st_size > 0

@@ -115,8 +115,11 @@ def test_markdown_leads_with_the_answer_and_labels_generator_data(metrics):
     lines = md.splitlines()
     assert lines[2] == "## The answer"
     assert lines[4] == ("1. Helps significantly: vae at 0.1 (+5.00 ± 0.00) (3 seeds, 95% t-interval of the paired "
-                        "gain over `real`, in points).")
-    assert lines[5] == "2. Hurts significantly: gan at 0.1 (-2.50 ± 1.24)."
+                        "gain over `real`, in points). After a Bonferroni correction for the 3 comparisons "
+                        "(intervals at 98.33%), vae at 0.1 still helps.")
+    # gan: mean -0.025, sd 0.005 over 3 seeds; t(0.99167, 2) = 7.65 gives 0.0221 < 0.025: still significant
+    assert lines[5] == ("2. Hurts significantly: gan at 0.1 (-2.50 ± 1.24). After a Bonferroni correction for the "
+                        "3 comparisons (intervals at 98.33%), gan at 0.1 still hurts.")
     assert lines[6].startswith("3. Largest mean gain at 0.1 of the real data (6,000 images): vae +5.00 ± 0.00 "
                                "points; its 2,500 synthetic images are worth about 4,670 real images (interpolated on the real-only "
                                "curve) here.")
@@ -125,8 +128,11 @@ def test_markdown_leads_with_the_answer_and_labels_generator_data(metrics):
     assert "trained only on the nested 0.1 subset (6,000 of 60,000 real training images)" in md
     assert "## Real-only learning curve (generators saw 6,000 real images (0.1))" in md
     assert "| 0.01 | 600 | 61.00 |" in md
-    assert "| real+vae | 6,000 + 2,500 | 76.00 | 2.48 | +5.00 | 0.00 | yes | 4,670 (interpolated) |" in lines
-    assert "| real+gan | 6,000 + 2,500 | 68.50 | 3.29 | -2.50 | 1.24 | yes | -2,626 (interpolated) |" in lines
+    assert ("| real+vae | 6,000 + 2,500 | 76.00 | 2.48 | +5.00 | 0.00 | yes, also corrected | 4,670 (interpolated) |"
+            in lines)
+    assert ("| real+gan | 6,000 + 2,500 | 68.50 | 3.29 | -2.50 | 1.24 | yes, also corrected | -2,626 (interpolated) |"
+            in lines)
+    assert "| real+all | 6,000 + 2,500 | 71.00 | 2.48 | +0.00 | 2.48 | no | 0 (interpolated) |" in lines
     assert "| held-out real (reference) | - | - | 0.90 | 1.00 | 0.4 % | - | - | - |" in lines
     assert any(ln.startswith("| gan | 90.00 | 45.00 | ") and "| 0.60 | 25.0 % |" in ln for ln in lines), lines
     metrics_flat = headline_metrics(s)
@@ -140,3 +146,66 @@ def test_generators_on_all_real_data_are_labelled(metrics):
     assert "**Generators and inversion saw all 60,000 real training images**" in md
     titles = [line for line in md.splitlines() if line.startswith("## ") and line != "## The answer"]
     assert titles and all("generators saw all 60,000 real training images" in t for t in titles)
+
+
+def test_analysis_scores_join_the_sources_their_correlations_and_the_answer(metrics):
+    """With the analyse stage's metrics beside the others, the report shows them per source, correlates each with
+    the gain and names the closest predictor in the answer; without them those parts are simply absent."""
+    params = build(Params, {**{k: getattr(PARAMS, k) for k in ("fractions", "real_fractions", "generator_fraction")},
+                            "sources": ["vae", "gan", "lsgan"], "classify": {"seeds": [0, 1, 2]}}, "")
+    # a third source, so that three points give a rank correlation: lsgan between vae and gan
+    for seed, a in enumerate([0.70, 0.70, 0.71]):
+        save_json(metrics / "classify" / "real+lsgan" / f"{run_slug(0.1, seed)}.json",
+                  _record("real+lsgan", 0.1, seed, a, 6000, 2500))
+        save_json(metrics / "classify" / arm_slug("synth:lsgan") / f"{run_slug(None, seed)}.json",
+                  _record("synth:lsgan", None, seed, 0.2, 0, 2500))
+    save_json(metrics / "fid" / "lsgan.json", {"fid": 60.0, "kid": 0.03})
+    save_json(metrics / "sample" / "lsgan.json", {"diversity_ratio": 0.7})
+    save_json(metrics / "fidelity.json", {**FIDELITY, "lsgan": 0.6})
+    ctx = {**CONTEXT, "sources": ["vae", "gan", "lsgan"]}
+    plain = summarise(collect(metrics, params), ctx)
+    assert set(plain["correlation"]) == {"fid_vs_gain", "kid_vs_gain", "label_fidelity_vs_gain"}
+    assert "## Beside FID" not in markdown(plain)
+
+    # gains: vae +5.0 > lsgan -0.67 > gan -2.5; precision ranks them the other way round, coverage the same way
+    analysis = {"nearest_k": 5, "line_orientation_tv.real_heldout": 0.05}
+    for s, (prec, cov) in {"vae": (0.2, 0.9), "gan": (0.8, 0.1), "lsgan": (0.5, 0.4)}.items():
+        analysis.update({f"precision.{s}": prec, f"recall.{s}": 0.3, f"density.{s}": prec, f"coverage.{s}": cov,
+                         f"kid_class_mean.{s}": 0.01, f"line_orientation_tv.{s}": 0.2})
+    save_json(metrics / "analysis.json", analysis)
+    s = summarise(collect(metrics, params), ctx)
+    assert s["sources"]["gan"]["precision"] == 0.8 and s["sources"]["vae"]["coverage"] == 0.9
+    assert s["correlation"]["precision_vs_gain"][0] == pytest.approx(-1.0)
+    assert s["correlation"]["coverage_vs_gain"][0] == pytest.approx(1.0)
+    assert math.isnan(s["correlation"]["recall_vs_gain"][0])  # no spread: no correlation
+    md = markdown(s)
+    lines = md.splitlines()
+    assert "## Beside FID: precision, recall, density, coverage and line geometry" in lines
+    table = [ln for ln in lines if ln.startswith("| vae | 0.20 |") or ln.startswith("| lsgan | 0.50 |")
+             or ln.startswith("| gan | 0.80 |")]
+    assert [ln.split(" | ")[0] for ln in table] == ["| vae", "| lsgan", "| gan"]  # by gain, largest first
+    assert table[0] == "| vae | 0.20 | 0.30 | 0.20 | 0.90 | 10.00 | 0.20 | +5.00 |"
+    assert "| held-out real (reference) | - | - | - | - | - | 0.05 | - |" in lines
+    assert "| precision vs gain | -1.00 |" in md and "(k = 5 nearest neighbours" in md
+    # FID 40 / 60 / 90 against gains +5.0 / -0.67 / -2.5 is perfectly ranked too: the first of the ties is named
+    answer5 = next(ln for ln in lines if ln.startswith("5. "))
+    assert answer5.endswith("Of 6 quality scores, FID ranks the sources closest to their gains (rho = -1.00, "
+                            "p = 0.33 over 3 sources, not corrected for picking the closest of 6).")
+
+
+def test_a_gain_significant_at_95_percent_can_fail_the_bonferroni_correction(metrics):
+    """gan's paired differences -0.02 / -0.035 / -0.025: mean -0.0267, se 0.00441; at 95% t(0.975, 2) = 4.303
+    gives +- 0.0190 (significant); corrected for 3 comparisons t(0.99167, 2) = 7.65 gives +- 0.0337 (not)."""
+    for seed, a in enumerate([0.68, 0.675, 0.695]):
+        save_json(metrics / "classify" / "real+gan" / f"{run_slug(0.1, seed)}.json",
+                  _record("real+gan", 0.1, seed, a, 6000, 2500))
+    s = summarise(collect(metrics, PARAMS), CONTEXT)
+    gan = _cell(s, "real+gan", 0.1)
+    assert gan["gain_ci95"] == pytest.approx(4.302653 * 0.0076376 / 3 ** 0.5, rel=1e-4) and gan["significant"]
+    assert gan["gain_ci_corrected"] == pytest.approx(7.6488 * 0.0076376 / 3 ** 0.5, rel=1e-3)
+    assert not gan["significant_corrected"]
+    assert s["comparisons"] == {"count": 3, "corrected_level": pytest.approx(1 - 0.05 / 3)}
+    lines = markdown(s).splitlines()
+    assert lines[5].endswith("After a Bonferroni correction for the 3 comparisons (intervals at 98.33%), none "
+                             "still hurts.")
+    assert any(ln.startswith("| real+gan |") and "| yes | " in ln for ln in lines)

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from synthaug.study_stats import mean_ci, paired_gain, real_images_equivalent, significant, spearman
+from synthaug.study_stats import (bonferroni_level, mean_ci, paired_gain, real_images_equivalent, significant,
+                                  spearman)
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 T_975_DF1 = 12.706204736174705
@@ -69,3 +70,11 @@ def test_spearman_p_is_exact_for_few_pairs():
     # rho 0.8 over 4 pairs: pairings with |rho| >= 0.8 are 4 of 24 (rho 1, two of 0.8; and -1, two of -0.8 ...)
     _, p, _ = spearman([1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 20.0, 40.0])
     assert p == pytest.approx(8 / 24)
+
+
+def test_interval_at_another_level_and_the_bonferroni_level():
+    mean, half = mean_ci([1.0, 2.0, 3.0], level=0.99)  # sd 1, n 3: t(0.995, 2) = 9.924843
+    assert mean == 2.0 and half == pytest.approx(9.924843 / 3 ** 0.5, rel=1e-6)
+    assert bonferroni_level(16) == pytest.approx(0.996875) and bonferroni_level(1) == pytest.approx(0.95)
+    gain = paired_gain({0: 0.5, 1: 0.7, 2: 0.6}, {0: 0.4, 1: 0.5, 2: 0.6}, level=0.99)  # diffs .1 .2 0
+    assert gain[0] == pytest.approx(0.1) and gain[1] == pytest.approx(9.924843 * 0.1 / 3 ** 0.5, rel=1e-6)

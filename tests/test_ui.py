@@ -34,9 +34,30 @@ def _ui(args: list[str]):
 def test_link_opens_the_runs_table_in_the_model_training_view(store):
     result = _ui(["--print-only", "--port", "5123"])
     assert result.exit_code == 0, result.output
-    link, command = result.output.strip().splitlines()[-2:]
+    lines = result.output.strip().splitlines()
+    link, command = lines[1], lines[-1]
     assert link == "http://127.0.0.1:5123/#/experiments/1/runs?workflowType=machine_learning"
     assert f"--backend-store-uri sqlite:///{store / 'mlflow.db'} --host 127.0.0.1 --port 5123" in command
+    assert lines[2] == (f"  FID and KID per source (the fid stages), best first: {link}"
+                        "&viewStateShareKey=synthaug-fid")
+
+
+def test_saved_views_are_experiment_tags_the_ui_reads_as_view_state(store):
+    """MLflow's UI loads `viewStateShareKey=K` from the experiment tag mlflow.sharedViewState.K (JSON of the
+    search facets and columns); `ui` writes one per view, and re-running it rewrites them rather than adding."""
+    from mlflow.tracking import MlflowClient
+
+    from synthaug.tracking import tracking_uri
+    from synthaug.ui import SHARED_VIEW_TAG, VIEWS
+
+    for _ in range(2):
+        assert _ui(["--print-only"]).exit_code == 0
+    tags = MlflowClient(tracking_uri=tracking_uri()).get_experiment("1").tags
+    views = {k.removeprefix(SHARED_VIEW_TAG): json.loads(v) for k, v in tags.items() if k.startswith(SHARED_VIEW_TAG)}
+    assert set(views) == set(VIEWS)
+    fid = views["synthaug-fid"]
+    assert fid["searchFilter"] == "attributes.run_name LIKE 'fid@%'" and fid["orderByKey"] == "metrics.`fid`"
+    assert fid["selectedColumns"][:2] == ["metrics.`fid`", "metrics.`kid`"]
 
 
 def test_no_store_yet_is_one_line_saying_run_the_pipeline(tmp_path, monkeypatch):
@@ -64,3 +85,23 @@ def test_server_serves_the_repo_store_on_localhost(store):
         runs = json.loads(_get(f"{base}/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]}))["runs"]
         assert [r["info"]["run_name"] for r in runs] == ["sample@vae"]
         assert {"key": "fid", "value": 12.5} in [{k: m[k] for k in ("key", "value")} for m in runs[0]["data"]["metrics"]]
+
+
+def test_a_read_only_store_still_gets_its_runs_link_without_the_views(store):
+    """Saving the views writes to the store; where it cannot (a read-only mlflow.db, opened read-only the way the
+    fault catalogue does it), `ui` says so and still prints the runs link."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from fault_workspaces import READ_ONLY_STORE
+
+    code = READ_ONLY_STORE + "\nfrom synthaug.cli import main\nmain()\n"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-c", code, "ui", "--params", str(SMOKE), "--print-only"], cwd=store,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "saved views not written, so not linked" in result.stderr and "readonly" in result.stderr
+    assert result.stdout.splitlines()[1].endswith("workflowType=machine_learning")
+    assert "viewStateShareKey" not in result.stdout

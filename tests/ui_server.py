@@ -23,13 +23,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def ui_server(root: Path, timeout: float = 120) -> Iterator[tuple[str, str, str]]:
-    """Serve root/mlflow.db (DVC_ROOT=root) with `python -m synthaug ui`; yields (first line it printed, the link,
-    the server's base URL) once /health answers; stops the server (its whole process group) afterwards."""
+def ui_server(root: Path, timeout: float = 120, params: Path = SMOKE) -> Iterator[tuple[str, str, str]]:
+    """Serve root/mlflow.db (DVC_ROOT=root) with `python -m synthaug ui --params params`; yields (first line it
+    printed, the link, the server's base URL) once /health answers; stops the server (its whole process group)
+    afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(DVC_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "synthaug", "ui", "--params", str(SMOKE), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "synthaug", "ui", "--params", str(params), "--port", str(port)],
                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

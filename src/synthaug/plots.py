@@ -121,13 +121,17 @@ def save_gain_png(path: str | Path, gains: dict[float, dict[str, tuple[float, fl
 
 
 def save_quality_png(path: str | Path, points: dict[str, dict[str, float]], title: str) -> None:
-    """Two panels: FID against gain and label fidelity against gain, one labelled point per source."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, key, label in ((axes[0], "fid", "FID (lower is better)"), (axes[1], "label_fidelity", "label fidelity")):
+    """FID, label fidelity and (where the `analyse` stage ran) precision and coverage against the gain: one panel
+    per score, one labelled point per source."""
+    panels = [("fid", "FID (lower is better)"), ("label_fidelity", "label fidelity"),
+              ("precision", "precision (on the real manifold)"), ("coverage", "coverage (of the real manifold)")]
+    panels = [(k, label) for k, label in panels if any(q.get(k) is not None for q in points.values())] or panels[:2]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
         for s, q in sorted(points.items()):
             if q.get(key) is None or q.get("gain") is None:
                 continue
-            ax.errorbar(q[key], 100 * q["gain"], yerr=100 * np.nan_to_num(q.get("gain_ci95", 0.0)), fmt="o",
+            ax.errorbar(q[key], 100 * q["gain"], yerr=100 * np.nan_to_num(q.get("gain_ci95") or 0.0), fmt="o",
                         capsize=3)
             ax.annotate(s, (q[key], 100 * q["gain"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.axhline(0, color="black", lw=0.8)

@@ -1,6 +1,7 @@
 """The study's summary, computed only from metrics files: the real-only curve, accuracy and paired gain per arm
 and fraction, what each source's images are worth in real images, per-source quality (FID, label fidelity,
-diversity) against usefulness, and a short plain-language answer computed from those numbers.
+diversity, and the `analyse` stage's precision / recall / density / coverage and line geometry) against
+usefulness, and a short plain-language answer computed from those numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 from synthaug.arms import arm_runs, arm_slug, parse_arm, run_slug, study_arms
 from synthaug.data.fractions import fraction_key
 from synthaug.storage import load_json
-from synthaug.study_stats import mean_ci, paired_gain, real_images_equivalent, significant, spearman
+from synthaug.study_stats import (bonferroni_level, mean_ci, paired_gain, real_images_equivalent, significant,
+                                  spearman)
 
 
 def _record(metrics_dir: Path, arm: str, fraction: float | None, seed: int) -> Path:
@@ -36,10 +38,18 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
     sources = [s for s in params.sources if s not in pending]
     arms = [a for a in study_arms(params) if not set(parse_arm(a, params)[1]) & set(pending)]  # real+all: all
     runs = [load_json(_record(metrics_dir, arm, f, s)) for arm in arms for f, s in arm_runs(arm, params)]
+    analysis = metrics_dir / "analysis.json"  # absent while a study in progress has not run `analyse` yet
     return {"runs": runs,
             "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources},
             "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in sources},
-            "fidelity": load_json(metrics_dir / "fidelity.json")}
+            "fidelity": load_json(metrics_dir / "fidelity.json"),
+            "analysis": load_json(analysis) if analysis.is_file() else {}}
+
+
+# The `analyse` stage's per-source scores the report shows (metrics/analysis.json holds them as `key.source`).
+ANALYSIS_KEYS = ("precision", "recall", "density", "coverage", "kid_class_mean", "line_orientation_tv")
+# Every per-source quality score whose rank correlation with the gain the report gives.
+CORRELATED = ("fid", "kid", "label_fidelity", "precision", "recall", "density", "coverage")
 
 
 def _by_cell(runs: list[dict]) -> dict[tuple[str, float | None], dict[int, dict]]:
@@ -63,6 +73,13 @@ def summarise(inputs: dict, context: dict) -> dict:
         if arm != "real" and fraction is not None and base and (g := paired_gain(acc[(arm, fraction)], base)):
             cell.update(gain=g[0], gain_ci95=g[1], gain_seeds=g[2], significant=significant(g[0], g[1]))
         cells.append(cell)
+    # Many paired comparisons at 95 % each: a few "significant" ones are expected by chance alone, so each gain
+    # is also tested at the Bonferroni-corrected level for the whole family (all arms at all fractions).
+    compared = [c for c in cells if "gain" in c]
+    family_level = bonferroni_level(len(compared))
+    for c in compared:
+        _, ci, _ = paired_gain(acc[(c["arm"], c["fraction"])], acc[("real", c["fraction"])], family_level)
+        c.update(gain_ci_corrected=ci, significant_corrected=significant(c["gain"], ci))
     curve = [c for c in cells if c["arm"] == "real"]
     counts, means = [c["real_images"] for c in curve], [c["accuracy"] for c in curve]
     for c in cells:
@@ -77,19 +94,24 @@ def summarise(inputs: dict, context: dict) -> dict:
                       "label_fidelity": fidelity.get(s),
                       "diversity_ratio": inputs["sample"][s].get("diversity_ratio"),
                       "saturated_share": inputs["sample"][s].get("saturated_share"),
-                      "synthetic_only": synth and synth["accuracy"], "synthetic_only_ci95": synth and synth["ci95"]}
+                      "synthetic_only": synth and synth["accuracy"], "synthetic_only_ci95": synth and synth["ci95"],
+                      **{k: inputs["analysis"].get(f"{k}.{s}") for k in ANALYSIS_KEYS}}
     for s, q in sources.items():  # the gain at the headline fraction, which quality is compared against
         head = _cell(cells, f"real+{s}", context["headline_fraction"]) or {}
         q.update(gain=head.get("gain"), gain_ci95=head.get("gain_ci95"))
     correlation = {}
-    for key in ("fid", "label_fidelity"):
-        usable = [q for q in sources.values() if q["gain"] is not None and q[key] is not None]
-        correlation[f"{key}_vs_gain"] = spearman([q[key] for q in usable], [q["gain"] for q in usable])
+    for key in CORRELATED:
+        usable = [q for q in sources.values() if q["gain"] is not None and q.get(key) is not None]
+        if usable or key in ("fid", "label_fidelity"):  # analysis scores only where `analyse` has run
+            correlation[f"{key}_vs_gain"] = spearman([q[key] for q in usable], [q["gain"] for q in usable])
     summary = {"context": context, "cells": cells, "sources": sources, "correlation": correlation,
+               "comparisons": {"count": len(compared), "corrected_level": family_level},
                "reference": {"label_fidelity": fidelity.get("real_test"), "diversity_ratio": 1.0,
                              "saturated_share": next((m.get("real_saturated_share") for m in inputs["sample"].values()
                                                       if m.get("real_saturated_share") is not None), None),
-                             "judge_real_images": fidelity.get("judge_real_images")}}
+                             "judge_real_images": fidelity.get("judge_real_images"),
+                             "line_orientation_tv": inputs["analysis"].get("line_orientation_tv.real_heldout"),
+                             "nearest_k": inputs["analysis"].get("nearest_k")}}
     summary["answer"] = answer_lines(summary)
     return summary
 
@@ -128,12 +150,24 @@ def answer_lines(summary: dict) -> list[str]:
     def where(c: dict) -> str:
         return f"{c['arm'][5:]} at {c['fraction']:g} ({pts(c['gain'], True)} ± {pts(c['gain_ci95'])})"
 
-    helps = [where(c) for c in mixed if c["significant"] and c["gain"] > 0]
-    hurts = [where(c) for c in mixed if c["significant"] and c["gain"] < 0]
     basis = f"{n_seeds} seeds, 95% t-interval of the paired gain over `real`, in points"
+    fam = summary["comparisons"]
+
+    def corrected(group: list[dict], what: str) -> str:
+        if not group:
+            return ""
+        keep = [f"{c['arm'][5:]} at {c['fraction']:g}" for c in group if c["significant_corrected"]]
+        return (f" After a Bonferroni correction for the {fam['count']} comparisons (intervals at "
+                f"{100 * fam['corrected_level']:.2f}%), " + ("; ".join(keep) if keep else "none") + f" still {what}.")
+
+    helping = [c for c in mixed if c["significant"] and c["gain"] > 0]
+    hurting = [c for c in mixed if c["significant"] and c["gain"] < 0]
+    helps, hurts = [where(c) for c in helping], [where(c) for c in hurting]
     lines = [("Helps significantly: " + "; ".join(helps) if helps else
-              "No source helps significantly at any fraction studied") + f" ({basis}).",
-             ("Hurts significantly: " + "; ".join(hurts) if hurts else "No source hurts significantly") + "."]
+              "No source helps significantly at any fraction studied") + f" ({basis})."
+             + corrected(helping, "helps"),
+             ("Hurts significantly: " + "; ".join(hurts) if hurts else "No source hurts significantly") + "."
+             + corrected(hurting, "hurts")]
     head = [c for c in mixed if c["fraction"] == ctx["headline_fraction"]]
     if head:
         best = max(head, key=lambda c: c["gain"])
@@ -163,9 +197,19 @@ def answer_lines(summary: dict) -> list[str]:
     else:
         verdict = ("lower FID went with larger gains" if rho < 0 else "lower FID did not go with larger gains")
         sig = "significant" if p < 0.05 else "not significant"
-        lines.append(f"Does FID predict usefulness here? Spearman rho(FID, gain at {ctx['headline_fraction']:g}) = "
-                     f"{rho:.2f} over {n} sources (p = {p:.2f}, {sig}): {verdict}.")
+        line = (f"Does FID predict usefulness here? Spearman rho(FID, gain at {ctx['headline_fraction']:g}) = "
+                f"{rho:.2f} over {n} sources (p = {p:.2f}, {sig}): {verdict}.")
+        ranked = [(name[:-len("_vs_gain")], r) for name, r in summary["correlation"].items() if not math.isnan(r[0])]
+        if len(ranked) > 1:
+            best, (b_rho, b_p, b_n) = max(ranked, key=lambda kv: abs(kv[1][0]))
+            line += (f" Of {len(ranked)} quality scores, {SCORE_NAMES.get(best, best)} ranks the sources closest to "
+                     f"their gains (rho = {b_rho:.2f}, p = {b_p:.2f} over {b_n} sources, not corrected for picking "
+                     f"the closest of {len(ranked)}).")
+        lines.append(line)
     return lines
+
+
+SCORE_NAMES = {"fid": "FID", "kid": "KID", "label_fidelity": "label fidelity"}
 
 
 def seen_by_generators(ctx: dict) -> str:
@@ -212,8 +256,8 @@ def markdown(summary: dict) -> str:
                 "significant | synthetic images worth (real images) |", "|---|---|---|---|---|---|---|---|"]
         for c in sorted((c for c in cells if c["fraction"] == f),
                         key=lambda c: (c["arm"] != "real", -c.get("gain", 0))):
-            gain = (pts(c["gain"], True), pts(c["gain_ci95"]), "yes" if c["significant"] else "no") \
-                if "gain" in c else ("-", "-", "-")
+            verdict = ("yes, also corrected" if c["significant_corrected"] else "yes") if c.get("significant") else "no"
+            gain = (pts(c["gain"], True), pts(c["gain_ci95"]), verdict) if "gain" in c else ("-", "-", "-")
             out.append(f"| {c['arm']} | {c['real_images']:,} + {c['synthetic_images']:,} | {pts(c['accuracy'])} | "
                        f"{pts(c['ci95'])} | {' | '.join(gain)} | {worth(c) if c['arm'].startswith('real+') else '-'} |")
     head = ctx["headline_fraction"]
@@ -236,12 +280,45 @@ def markdown(summary: dict) -> str:
     out += ["", "| rank correlation across sources | Spearman rho | p | sources |", "|---|---|---|---|"]
     for name, (rho, p, n) in summary["correlation"].items():
         out.append(f"| {name.replace('_vs_', ' vs ').replace('_', ' ')} | {_num(rho)} | {_num(p)} | {n} |")
+    out += analysis_section(summary)
+    fam = summary["comparisons"]
+    out += ["", f"Significant: the 95% interval of the gain excludes 0; \"also corrected\": so does its interval at "
+            f"{100 * fam['corrected_level']:.2f}%, the Bonferroni level for all {fam['count']} paired comparisons "
+            "of this report (with that many comparisons at 95%, about one in twenty would exclude 0 by chance "
+            "alone)."]
     out += ["", "Synthetic images worth: the real-only curve, interpolated linearly in log(real images), gives the "
             "real image count that reaches the arm's mean accuracy; minus the arm's own real images, that is "
             "what its synthetic images are worth (\"above/below the measured range\" where the curve does not "
             "reach). Every figure here comes from `metrics/` files written by the pipeline's stages (dvc.lock "
             "records the code, data and params) and from runs recorded in MLflow.", ""]
     return "\n".join(out)
+
+
+def analysis_section(summary: dict) -> list[str]:
+    """Beside FID (the `analyse` stage): feature-space fidelity and coverage and line geometry against the gain."""
+    sources = {s: q for s, q in summary["sources"].items() if q.get("precision") is not None}
+    if not sources:
+        return []
+    out = ["", "## Beside FID: precision, recall, density, coverage and line geometry", "",
+           f"On the same Inception features as FID (k = {summary['reference']['nearest_k']} nearest neighbours of "
+           "the real test features): precision "
+           "and density, how much of a source lies on the real manifold; recall and coverage, how much of the real "
+           "manifold it reaches (Kynkäänniemi et al. 2019; Naeem et al. 2020). Per-class KID: mean over classes of "
+           "KID against real test images of that class. Line orientation TV: total-variation distance between the "
+           "orientation histograms of LSD line segments in a source's images and in real test images of the same "
+           "classes (held-out real images score the reference value). `reports/analysis_per_class.csv` has every "
+           "figure per class.", "",
+           "| source | precision | recall | density | coverage | per-class KID (x1000) | line orientation TV | "
+           "gain (points) |", "|---|---|---|---|---|---|---|---|"]
+    for s, q in sorted(sources.items(), key=lambda kv: (kv[1]["gain"] is None, -(kv[1]["gain"] or 0))):
+        kid = None if q.get("kid_class_mean") is None else 1000 * q["kid_class_mean"]
+        out.append(f"| {s} | {_num(q['precision'])} | {_num(q['recall'])} | {_num(q['density'])} | "
+                   f"{_num(q['coverage'])} | {_num(kid)} | {_num(q.get('line_orientation_tv'))} | "
+                   f"{pts(q['gain'], True)} |")
+    ref = summary["reference"].get("line_orientation_tv")
+    out += [f"| held-out real (reference) | - | - | - | - | - | {_num(ref)} | - |", "",
+            "![precision against recall, per-class KID, line orientations](analysis.png)"]
+    return out
 
 
 def _num(x: float | None) -> str:

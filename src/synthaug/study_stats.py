@@ -11,21 +11,27 @@ import numpy as np
 from scipy import stats as st
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t confidence interval (nan for a single value)."""
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t confidence interval at `level` (nan for a single value)."""
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return float(v.mean()), math.nan
-    return float(v.mean()), float(st.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), float(st.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def paired_gain(arm: dict[int, float], base: dict[int, float]) -> tuple[float, float, int] | None:
-    """Mean and 95% t half-width of (arm - base) over the seeds both have, and how many; None if none."""
+def paired_gain(arm: dict[int, float], base: dict[int, float],
+                level: float = 0.95) -> tuple[float, float, int] | None:
+    """Mean and t half-width (at `level`) of (arm - base) over the seeds both have, and how many; None if none."""
     shared = sorted(set(arm) & set(base))
     if not shared:
         return None
-    mean, ci = mean_ci([arm[s] - base[s] for s in shared])
+    mean, ci = mean_ci([arm[s] - base[s] for s in shared], level)
     return mean, ci, len(shared)
+
+
+def bonferroni_level(comparisons: int, level: float = 0.95) -> float:
+    """The interval level that keeps the chance of any false "significant" among `comparisons` at 1 - level."""
+    return 1 - (1 - level) / max(1, comparisons)
 
 
 def significant(mean: float, ci: float) -> bool:

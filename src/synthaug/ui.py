@@ -3,10 +3,15 @@
 MLflow 3 opens an experiment on its GenAI overview ("Traces 0") unless the browser remembers the "Model
 training" toggle; the experiment page reads that choice from a `workflowType` query parameter first, so the
 printed link carries `workflowType=machine_learning` and lands on the runs table.
+
+The runs table shows no metric columns until a user picks them among hundreds, so `ui` also saves a few views
+(filter, sort and columns) the way MLflow's own "Share" button does, as an experiment tag
+`mlflow.sharedViewState.<key>` holding the view's JSON, and prints a link to each (`viewStateShareKey=<key>`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,14 +21,45 @@ import typer
 from synthaug.config import load_params
 from synthaug.stages.common import PARAMS_OPTION, stage_command
 from synthaug.storage import StorageError
-from synthaug.tracking import experiment_name, redact, repo_root, store_errors, tracking_uri
+from synthaug.tracking import TrackingError, experiment_name, redact, repo_root, store_errors, tracking_uri
 
 LOCALHOST = "127.0.0.1"
 
 
-def runs_link(base_url: str, experiment_id: str) -> str:
-    """The experiment's runs table in the model-training view of the MLflow UI at base_url."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow's prefix; the UI looks the key up among experiment tags
+
+
+def _columns(*metrics: str) -> list[str]:
+    return [f"metrics.`{m}`" for m in metrics]  # the runs table's canonical column keys
+
+
+# Saved views of the runs table: what each shows, then its MLflow view state.
+VIEWS: dict[str, tuple[str, dict]] = {
+    "synthaug-fid": ("FID and KID per source (the fid stages), best first",
+                     {"searchFilter": "attributes.run_name LIKE 'fid@%'", "orderByKey": "metrics.`fid`",
+                      "orderByAsc": True, "selectedColumns": _columns("fid", "kid", "num_images")}),
+    "synthaug-classifiers": ("every classifier's test accuracy, arm and seed, best first",
+                             {"searchFilter": "attributes.run_name LIKE 'classify@%'",
+                              "orderByKey": "metrics.`test_accuracy`", "orderByAsc": False,
+                              "selectedColumns": _columns("test_accuracy") + ["params.`arm`", "params.`fraction`",
+                                                                              "params.`seed`"]}),
+}
+
+
+def runs_link(base_url: str, experiment_id: str, view: str | None = None) -> str:
+    """The experiment's runs table in the model-training view of the MLflow UI at base_url (in a saved view)."""
+    link = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{link}&viewStateShareKey={view}" if view else link
+
+
+def save_views(uri: str, exp_id: str) -> None:
+    """Write (or refresh) the saved views as experiment tags, as MLflow's "Share" button would."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    with store_errors(uri, "write"):
+        for key, (_, state) in VIEWS.items():
+            client.set_experiment_tag(exp_id, SHARED_VIEW_TAG + key, json.dumps(state, sort_keys=True))
 
 
 def experiment_id(uri: str, dataset: str) -> str:
@@ -56,11 +92,22 @@ def ui(params: str = PARAMS_OPTION,
     """Start MLflow's server on this repo's store (or MLFLOW_TRACKING_URI) and print a link to the runs."""
     uri = tracking_uri()
     exp_id = experiment_id(uri, load_params(params).dataset.name)
-    if uri.startswith(("http://", "https://")):  # a team server is already serving: nothing to start
-        typer.echo(runs_link(redact(uri), exp_id))
+    try:
+        save_views(uri, exp_id)
+        views = VIEWS
+    except TrackingError as e:  # a read-only store (or team server) still gets its runs link
+        typer.echo(f"saved views not written, so not linked: {e}", err=True)
+        views = {}
+    remote = uri.startswith(("http://", "https://"))  # a team server is already serving: nothing to start
+    base = redact(uri) if remote else f"http://{host}:{port}"
+    if not remote:
+        typer.echo(f"MLflow on {redact(uri)} (repo {repo_root()}); open:")
+    typer.echo(runs_link(base, exp_id))
+    for key, (what, _) in views.items():
+        typer.echo(f"  {what}: {runs_link(base, exp_id, key)}")
+    if remote:
         return
     command = server_command(uri, host, port)
-    typer.echo(f"MLflow on {redact(uri)} (repo {repo_root()}); open:\n{runs_link(f'http://{host}:{port}', exp_id)}")
     if print_only:
         typer.echo(" ".join(command))
         return
