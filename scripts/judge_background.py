@@ -14,14 +14,9 @@ import numpy as np
 from synthaug.classification import evaluate, load_classifier
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
+from synthaug.metrics.saturation import background_level
 from synthaug.runtime import make_runtime
 from synthaug.stages.common import JUDGE, REAL_DIR, SYNTH_DIR
-
-
-def corner_mean(images: np.ndarray, k: int = 3) -> float:
-    """Mean of the k x k corner pixels: the background level of centred objects."""
-    return float(np.concatenate([images[:, :k, :k], images[:, :k, -k:], images[:, -k:, :k],
-                                 images[:, -k:, -k:]], axis=1).mean())
 
 
 def main(sources: list[str]) -> None:
@@ -29,10 +24,10 @@ def main(sources: list[str]) -> None:
     model, _ = load_classifier(JUDGE, runtime)
     k = load_meta(REAL_DIR)["num_classes"]
     test = load_prepared(REAL_DIR, "test")
-    print(f"real test: corner mean {corner_mean(test.images):.1f}")
+    print(f"real test: corner mean {background_level(test.images):.1f}")
     for source in sources:
         images, labels = read_shards(SYNTH_DIR / source)
-        row = [f"{source}: corner mean {corner_mean(images):.1f}; label fidelity as sampled "
+        row = [f"{source}: corner mean {background_level(images):.1f}; label fidelity as sampled "
                f"{evaluate(model, images, labels, runtime, k)['test_accuracy']:.4f}"]
         for cut in (20, 40, 60):
             zeroed = np.where(images < cut, 0, images).astype(np.uint8)

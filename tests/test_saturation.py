@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthaug.metrics.saturation import saturated, saturated_share
+from synthaug.metrics.saturation import background_level, saturated, saturated_share
 
 
 def _canvas(n: int = 1, channels: int = 1) -> np.ndarray:
@@ -50,3 +50,14 @@ def test_colour_images_use_the_brightest_channel_and_the_share_averages():
 def test_rejects_non_uint8():
     with pytest.raises(ValueError, match="uint8"):
         saturated(np.zeros((1, 4, 4, 1), dtype=np.float32))
+
+
+def test_background_level_reads_the_four_corners_only():
+    img = _canvas(2)
+    img[:, 4:12, 4:12] = 255                    # the object, away from the corners
+    assert background_level(img) == 0.0
+    img[1] = 40                                  # the second image on a uniform grey background
+    img[1, 4:12, 4:12] = 255
+    assert background_level(img) == pytest.approx(20.0)  # mean over both images' 4 x 9 corner pixels
+    img[0, 0, 0] = 255                           # one corner pixel of 72 in all
+    assert background_level(img) == pytest.approx(20.0 + 255 / 72)
