@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Iterator
 import pytest
 
 from conftest import REPO, SMOKE
-from ui_server import free_port
+from ui_server import free_port, wait_until_healthy
 
 
 def _pg_bin() -> Path | None:
@@ -106,17 +105,7 @@ def mlflow_server(backend: str, artifacts: Path, timeout: float = 180) -> Iterat
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
-                    if r.read().strip() == b"OK":
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"no answer within {timeout} s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
+        wait_until_healthy(base, proc, timeout, lambda: log.read_text()[-3000:])
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

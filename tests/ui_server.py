@@ -22,6 +22,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(base: str, proc: subprocess.Popen, timeout: float, output) -> None:
+    """Poll an MLflow server's /health until it says OK (it takes seconds to start); fail with output() if the
+    process dies or the timeout passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+                if r.read().strip() == b"OK":
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, output()
+        assert time.monotonic() < deadline, f"the MLflow server did not answer within {timeout} s:\n{output()}"
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def ui_server(root: Path, timeout: float = 120, params: Path = SMOKE) -> Iterator[tuple[str, str, str]]:
     """Serve root/mlflow.db (DVC_ROOT=root) with `python -m synthaug ui --params params`; yields (first line it
@@ -36,16 +52,7 @@ def ui_server(root: Path, timeout: float = 120, params: Path = SMOKE) -> Iterato
     try:
         first, link = proc.stdout.readline(), proc.stdout.readline().strip()
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while True:  # the server takes a few seconds to start
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
-                    assert r.read().strip() == b"OK"
-                break
-            except OSError:
-                assert proc.poll() is None, first + link + proc.stdout.read()
-                assert time.monotonic() < deadline, f"the MLflow server did not answer within {timeout} s"
-                time.sleep(0.5)
+        wait_until_healthy(base, proc, timeout, lambda: first + link + proc.stdout.read())
         yield first, link, base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
