@@ -7,8 +7,8 @@ fed random images in [-1, 1] of the dataset's shape through `runtime.batch`, as 
 `train_step` is timed. FLOPs: one step run under `torch.utils.flop_counter.FlopCounterMode` (forward +
 backward, and the double backward of the gradient penalty); it counts matmuls and convolutions only, so
 norms, activations and optimiser updates are not in the figure. Time: the mean of --steps steps after an
-untimed warm-up. Peak: the best of 5 timed 2048x2048 matmuls in the loops' precision (bf16 autocast where
-`make_runtime` picks it, else fp32), in the same run.
+untimed warm-up (on CUDA between synchronisations). Peak: the best of 5 timed 2048x2048 matmuls (8192x8192 on
+`--device cuda`) in the loops' precision (bf16 autocast where `make_runtime` picks it, else fp32), in the same run.
 
 GAN loops: one step = n_critic critic updates (each on its own real batch) + one generator update, the unit
 `gan.steps` counts, so `batch` is n_critic x batch_size real images. wgan_gp's lazy penalty runs on every
@@ -48,6 +48,13 @@ LOOPS = ("vae", "gan", "lsgan", "wgan_gp", "diffusion", "inversion", "classifier
 # Fashion-MNIST's shape, so no prepared data is needed (the `prepare` stage's meta.json says the same).
 DATASET = {"fashion_mnist": {"channels": 1, "num_classes": 10, "train_images": 60_000}}
 PEAK_N, PEAK_REPS = 2048, 5
+CUDA_PEAK_N = 8192  # a GPU finishes a 2048 matmul in microseconds: launch overhead, not its peak
+
+
+def sync(rt: Runtime) -> None:
+    """Wait for queued GPU work, so wall-clock intervals measure it (a no-op on the CPU)."""
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize(rt.device)
 
 
 class _GlobalOnly:
@@ -156,29 +163,35 @@ def measure(loop: Loop, params: Params, rt: Runtime, steps: int) -> tuple[float,
     # every code path once. Any `period` consecutive steps hold each phase of the penalty once.
     run(1)
     timed = -(-steps // loop.period) * loop.period
+    sync(rt)
     start = time.perf_counter()
     run(timed)
+    sync(rt)
     return (time.perf_counter() - start) / timed, flops
 
 
 def matmul_peak(rt: Runtime) -> float:
     """FLOP/s of the best of PEAK_REPS 2048x2048 matmuls under the loops' autocast (the cast is included,
     as in the loops); the best, not the mean, since the peak is what the machine can do at all."""
-    a, b = torch.randn(PEAK_N, PEAK_N, device=rt.device), torch.randn(PEAK_N, PEAK_N, device=rt.device)
+    n = CUDA_PEAK_N if rt.device.type == "cuda" else PEAK_N
+    a, b = torch.randn(n, n, device=rt.device), torch.randn(n, n, device=rt.device)
     best = math.inf
     with rt.autocast():
         for i in range(PEAK_REPS + 2):  # 2 warm-ups
+            sync(rt)
             start = time.perf_counter()
             torch.mm(a, b)
+            sync(rt)
             if i >= 2:
                 best = min(best, time.perf_counter() - start)
-    return 2 * PEAK_N**3 / best
+    return 2 * n**3 / best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per loop, after a warm-up")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] (scripts/gpu_check.sh passes cuda)")
     parser.add_argument("--only", nargs="+", choices=LOOPS, default=list(LOOPS), metavar="NAME",
                         help=f"loops to measure (default all: {' '.join(LOOPS)})")
     args = parser.parse_args()
@@ -186,10 +199,10 @@ def main() -> None:
     params = load_params(args.params)
     if params.dataset.name not in DATASET:
         parser.error(f"dataset '{params.dataset.name}': only {', '.join(DATASET)} is described here")
-    rt = make_runtime("cpu", "auto")  # sets the thread count, as every stage does
+    rt = make_runtime(args.device, "auto")  # on the CPU it sets the thread count, as every stage does
     peak = matmul_peak(rt)
     print(f"precision {rt.describe()['precision']}, {torch.get_num_threads()} threads, matmul peak "
-          f"{peak / 1e9:.1f} GFLOP/s ({PEAK_N}x{PEAK_N}, best of {PEAK_REPS}); params {args.params}; "
+          f"{peak / 1e9:.1f} GFLOP/s ({rt.device.type}, best of {PEAK_REPS} square matmuls); params {args.params}; "
           f"{args.steps} timed steps per loop (wgan_gp: whole gp_every periods)", flush=True)
     print(f"{'loop':10s} {'batch':>6s} {'ms/step':>9s} {'images/s':>9s} {'GFLOP/step':>11s} {'GFLOP/s':>8s} "
           f"{'% peak':>7s}", flush=True)

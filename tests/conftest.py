@@ -47,6 +47,16 @@ def set_key(d: dict, dotted: str, value: Any) -> dict:
     return d
 
 
+def enter_workspace(root: Path, params: dict, monkeypatch) -> Path:
+    """Make `root` the stage's repo: params.yaml from `params`, the working directory, and its own MLflow store
+    (root/mlflow.db, as DVC_ROOT makes it), not any store the environment points at."""
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root
+
+
 @pytest.fixture()
 def write_params(tmp_path, smoke_dict) -> Callable[..., Path]:
     """write_params({"vae.epochs": "ten"}, name=...) -> path of the smoke profile with those keys changed.

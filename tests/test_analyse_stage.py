@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import set_key
+from conftest import enter_workspace, set_key
 
 DIMS, PER_CLASS = 8, 30  # 30 images a class > 8 dims: per-class FID is computed here
 
@@ -36,11 +36,7 @@ def workspace(tmp_path, smoke_dict, monkeypatch):
         save_npz(tmp_path / "data" / "features" / f"{source}.npz",
                  features=(rng.normal(size=(300, DIMS)) + shift).astype(np.float32), labels=labels)
     set_key(smoke_dict, "sources", ["vae", "gan"])
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(smoke_dict, sort_keys=False))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the MLflow store: tmp_path/mlflow.db
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
+    return enter_workspace(tmp_path, smoke_dict, monkeypatch)
 
 
 def _analyse():

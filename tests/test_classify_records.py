@@ -56,3 +56,31 @@ def test_records_are_reused_only_for_the_same_real_images(tmp_path):
     assert other.returncode == 0, other.stderr[-2000:]
     assert "classify@real f0.5_s0: test accuracy" in other.stdout
     assert json.loads(record.read_text())["fingerprint"] != json.loads(made)["fingerprint"]
+
+
+def test_the_analysed_run_keeps_weights_that_reproduce_its_record(tmp_path):
+    """The arm's run at the first fraction and first seed leaves models/classify/<arm>.pt (what `gradcam` reads):
+    the weights score the recorded test accuracy, and a lost weight file re-trains that run alone, reproducing it."""
+    from synthaug.classification import evaluate, load_classifier
+    from synthaug.runtime import make_runtime
+
+    ws = prepared_template(tmp_path / "ws")
+    _params(ws, seed=0)
+    weights = ws / "models" / "classify" / "real.pt"
+    first = _classify(ws)
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = json.loads((ws / "metrics" / "classify" / "real" / "f0.5_s0.json").read_text())
+    d = yaml.safe_load((ws / "params.yaml").read_text())
+    runtime = make_runtime(d["device"], d["precision"])  # as the stage evaluated it
+    model, about = load_classifier(weights, runtime)
+    assert (about["arm"], about["fraction"], about["seed"]) == ("real", 0.5, 0)
+    test = load_prepared(ws / "data" / "real", "test")
+    scored = evaluate(model, test.images, test.labels, runtime, about["num_classes"],
+                      d["classify"]["model"]["eval_batch_size"])
+    assert round(scored["test_accuracy"], 6) == record["test_accuracy"] == round(about["test_accuracy"], 6)
+
+    weights.unlink()
+    again = _classify(ws)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "classify@real f0.5_s0: test accuracy" in again.stdout and weights.is_file()
+    assert "not reproduced exactly" not in again.stderr

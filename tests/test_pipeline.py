@@ -71,7 +71,7 @@ def repro(project) -> tuple[Path, dict, str]:
 
 def test_repro_writes_metrics_and_report(repro):
     dest, _, out = repro
-    for stage in ("prepare", "fid_ref", "invert", "report", "analyse", *(f"train@{f}" for f in FAMILIES),
+    for stage in ("prepare", "fid_ref", "invert", "report", "analyse", "gradcam", *(f"train@{f}" for f in FAMILIES),
                   *(f"{s}@{src}" for s in ("sample", "fid") for src in SOURCES)):
         assert f"Running stage '{stage}'" in out
     for src in SOURCES:
@@ -111,6 +111,14 @@ def test_repro_writes_metrics_and_report(repro):
         assert 0.0 <= analysis[f"precision.{src}"] <= 1.0 and math.isfinite(analysis[f"kid_class_mean.{src}"]), src
         assert analysis[f"fid_class_computed.{src}"] == 0 and f"fid_class_mean.{src}" not in analysis, src
     assert (dest / "reports/analysis.png").stat().st_size > 1000
+    # every arm kept its classifier at the first fraction, first seed, and gradcam compared it with real's
+    gradcam = json.loads((dest / "metrics/gradcam.json").read_text())
+    for slug in ("real", "real+all", *(f"{kind}{s}" for kind in ("real+", "synth-") for s in SOURCES)):
+        assert (dest / f"models/classify/{slug}.pt").is_file(), slug
+        assert 0.0 <= gradcam[f"foreground_share.{slug}"] <= 1.0 and -1.0 <= gradcam[f"agreement_with_real.{slug}"] <= 1.0
+    assert gradcam["agreement_with_real.real"] == 1.0
+    assert all((dest / f"reports/gradcam/{s}.png").stat().st_size > 1000 for s in SOURCES)
+    assert "## Where the classifiers look: Grad-CAM" in md
 
 
 def test_generators_see_exactly_the_generator_fraction_subset(repro):
@@ -164,6 +172,7 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     assert "grid.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
     assert by_name["sample@dinv"].data.params["sampler.sampler"] == "ddim"
     assert "wasserstein" in " ".join(by_name["train@wgan_gp"].data.metrics)
+    assert {"gradcam.png", "gradcam"} <= {a.path for a in client.list_artifacts(by_name["gradcam"].info.run_id)}
     for gan in ("gan", "lsgan", "wgan_gp"):
         logged = {a.path for a in client.list_artifacts(by_name[f"train@{gan}"].info.run_id)}
         assert {"interpolation.png", f"{gan}.png"} <= logged, logged
@@ -197,7 +206,7 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     out = run(["dvc", "exp", "run", "-S", "beta=0.8"], dest, env)
     ran = stages_run(out)
     expected = {"train@vae", "sample@vae", "fid@vae", "classify_mixed@vae", "classify_synth@vae", "classify_all",
-                "fidelity", "analyse", "report"}
+                "fidelity", "analyse", "gradcam", "report"}
     assert ran == expected, ran
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env))

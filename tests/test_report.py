@@ -209,3 +209,29 @@ def test_a_gain_significant_at_95_percent_can_fail_the_bonferroni_correction(met
     assert lines[5].endswith("After a Bonferroni correction for the 3 comparisons (intervals at 98.33%), none "
                              "still hurts.")
     assert any(ln.startswith("| real+gan |") and "| yes | " in ln for ln in lines)
+
+
+def test_the_gradcam_section_reads_every_arm_against_real():
+    from synthaug.report_gradcam import gradcam_section
+
+    assert gradcam_section({}, ["vae"], 0.005, 0) == []  # `gradcam` not run: no section
+    g = {"images": 500, "foreground_share.real": 0.8, "entropy.real": 0.7, "empty_share.real": 0.0,
+         "foreground_share.real+vae": 0.75, "foreground_share_vs_real.real+vae": -0.05,
+         "foreground_share_vs_real_ci95.real+vae": 0.02, "entropy.real+vae": 0.72,
+         "agreement_with_real.real+vae": 0.6, "empty_share.real+vae": 0.01,
+         "foreground_share.synth-vae": 0.79, "foreground_share_vs_real.synth-vae": -0.01,
+         "foreground_share_vs_real_ci95.synth-vae": 0.03, "entropy.synth-vae": float("nan"),
+         "agreement_with_real.synth-vae": 0.3, "empty_share.synth-vae": 0.2,
+         "foreground_share.real+all": 0.7, "foreground_share_vs_real.real+all": -0.1,
+         "foreground_share_vs_real_ci95.real+all": 0.05, "entropy.real+all": 0.75,
+         "agreement_with_real.real+all": 0.5, "empty_share.real+all": 0.0}
+    lines = gradcam_section(g, ["vae"], 0.005, 0)
+    assert "## Where the classifiers look: Grad-CAM" in lines
+    assert any("at 0.005 of the real data" in line and "seed 0" in line and "500 real test images" in line
+               for line in lines)
+    vae = next(line for line in lines if line.startswith("| vae |"))
+    # -0.05 +- 0.02 excludes 0: starred; -0.01 +- 0.03 does not; a nan entropy shows as n/a
+    assert "0.750 (-0.050 ± 0.020 *)" in vae and "0.790 (-0.010 ± 0.030)" in vae and "| n/a |" in vae
+    assert "0.600 | 0.300 | 0.010 / 0.200 |" in vae
+    assert any(line.startswith("| real (reference) | 0.800 |") for line in lines)
+    assert any(line.startswith("| all (real+all) | 0.700 (-0.100 ± 0.050 *)") for line in lines)

@@ -46,6 +46,19 @@ def arm_runs(arm: str, params: Params) -> list[tuple[float | None, int]]:
     return [(f, seed) for f in arm_fractions(arm, params) for seed in params.classify.seeds]
 
 
+def analysed_run(arm: str, params: Params) -> tuple[float | None, int]:
+    """The run whose weights the arm keeps for the analyses (Grad-CAM): the study's first fraction (synthetic-only
+    arms: none) and first seed, so every arm is compared at the same point."""
+    return (None if arm.startswith("synth:") else min(params.fractions)), params.classify.seeds[0]
+
+
+def classify_stage(arm: str) -> str:
+    """The dvc.yaml stage item that trains an arm, e.g. `classify_mixed@vae` for `real+vae`."""
+    if arm in ("real", "real+all"):
+        return {"real": "classify_real", "real+all": "classify_all"}[arm]
+    return f"classify_mixed@{arm[5:]}" if arm.startswith("real+") else f"classify_synth@{arm[6:]}"
+
+
 def arm_slug(arm: str) -> str:
     """File-system-safe name of an arm, e.g. `real+vae`, `synth-vae`."""
     return arm.replace(":", "-")

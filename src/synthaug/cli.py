@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("synthaug.stages.classify", "classify"),
     "fidelity": ("synthaug.stages.fidelity", "fidelity"),
     "analyse": ("synthaug.stages.analyse", "analyse"),
+    "gradcam": ("synthaug.stages.gradcam", "gradcam"),
     "report": ("synthaug.stages.report", "report"),
     "ui": ("synthaug.ui", "ui"),  # not a stage: MLflow's server on the repo's store
 }

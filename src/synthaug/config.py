@@ -193,6 +193,15 @@ class AnalysisParams:
 
 
 @dataclass
+class GradCamParams:
+    """Stage `gradcam`: where each arm's classifier (first fraction, first seed) looks on fixed real test images."""
+
+    images_per_class: int = field(default=50, metadata=rng(ge=1))  # seeded test images per class the figures average
+    grid_per_class: int = field(default=1, metadata=rng(ge=1, le=10))  # of those, shown per class in the grids
+    mask_threshold: float = field(default=0.1, metadata=rng(gt=0, lt=1))  # object: pixels above this x the maximum
+
+
+@dataclass
 class Params:
     seed: int = field(default=0, metadata=rng(ge=0, lt=SEED_LIMIT))
     device: str = "auto"
@@ -220,6 +229,7 @@ class Params:
     fid: FIDParams = field(default_factory=FIDParams)
     classify: ClassifyParams = field(default_factory=ClassifyParams)
     analysis: AnalysisParams = field(default_factory=AnalysisParams)
+    gradcam: GradCamParams = field(default_factory=GradCamParams)
 
     def check(self, at: str) -> None:
         if not self.fractions:

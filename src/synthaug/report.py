@@ -12,6 +12,7 @@ from pathlib import Path
 
 from synthaug.arms import arm_runs, arm_slug, parse_arm, run_slug, study_arms
 from synthaug.data.fractions import fraction_key
+from synthaug.report_gradcam import gradcam_section
 from synthaug.storage import load_json
 from synthaug.study_stats import (bonferroni_level, mean_ci, paired_gain, real_images_equivalent, significant,
                                   spearman)
@@ -39,7 +40,9 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
     arms = [a for a in study_arms(params) if not set(parse_arm(a, params)[1]) & set(pending)]  # real+all: all
     runs = [load_json(_record(metrics_dir, arm, f, s)) for arm in arms for f, s in arm_runs(arm, params)]
     analysis = metrics_dir / "analysis.json"  # absent while a study in progress has not run `analyse` yet
+    gradcam = metrics_dir / "gradcam.json"  # likewise for `gradcam`
     return {"runs": runs,
+            "gradcam": load_json(gradcam) if gradcam.is_file() else {},
             "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources},
             "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in sources},
             "fidelity": load_json(metrics_dir / "fidelity.json"),
@@ -105,6 +108,7 @@ def summarise(inputs: dict, context: dict) -> dict:
         if usable or key in ("fid", "label_fidelity"):  # analysis scores only where `analyse` has run
             correlation[f"{key}_vs_gain"] = spearman([q[key] for q in usable], [q["gain"] for q in usable])
     summary = {"context": context, "cells": cells, "sources": sources, "correlation": correlation,
+               "gradcam": inputs.get("gradcam", {}),
                "comparisons": {"count": len(compared), "corrected_level": family_level},
                "reference": {"label_fidelity": fidelity.get("real_test"), "diversity_ratio": 1.0,
                              "saturated_share": next((m.get("real_saturated_share") for m in inputs["sample"].values()
@@ -281,6 +285,8 @@ def markdown(summary: dict) -> str:
     for name, (rho, p, n) in summary["correlation"].items():
         out.append(f"| {name.replace('_vs_', ' vs ').replace('_', ' ')} | {_num(rho)} | {_num(p)} | {n} |")
     out += analysis_section(summary)
+    out += gradcam_section(summary.get("gradcam", {}), [s for s in ctx["sources"] if s in summary["sources"]],
+                           ctx["headline_fraction"], ctx["seeds"][0])
     fam = summary["comparisons"]
     out += ["", f"Significant: the 95% interval of the gain excludes 0; \"also corrected\": so does its interval at "
             f"{100 * fam['corrected_level']:.2f}%, the Bonferroni level for all {fam['count']} paired comparisons "

@@ -10,6 +10,8 @@ image). The statistics are ours (README "Analyses beside FID"):
   scores the mask's area share; one that looks only at the object scores 1.
 - entropy: Shannon entropy of the normalised map over log(its pixel count): 1 for a uniform map, 0 for a map on one
   pixel. Lower means more focused.
+- agreement with a reference classifier (the `real` arm's): the Pearson correlation of the two maps of the same
+  image, averaged over images: 1 where both look at the same places in the same proportions.
 """
 
 from __future__ import annotations
@@ -51,16 +53,55 @@ def foreground_masks(images: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     return gray > threshold * np.maximum(peak, 1e-6)
 
 
-def attention_stats(cams: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    """Mean foreground share and mean normalised entropy of maps (N, H, W) against masks (N, H, W); maps that
-    are zero everywhere (no positive evidence for the class) are counted in `empty_share` and left out."""
+def per_image_stats(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Per map (N, H, W) against its mask (N, H, W): `live` (the map has any mass: positive evidence for the class),
+    and, nan where not live, `foreground_share` and normalised `entropy` (module docstring)."""
     flat = cams.reshape(len(cams), -1).astype(np.float64)
     mass = flat.sum(axis=1)
     live = mass > 0
-    p = flat[live] / mass[live, None]
-    share = (p * masks.reshape(len(masks), -1)[live]).sum(axis=1)
+    p = flat / np.where(live, mass, 1.0)[:, None]
+    share = (p * masks.reshape(len(masks), -1)).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1) / np.log(p.shape[1])
-    return {"foreground_share": float(share.mean()) if live.any() else float("nan"),
-            "entropy": float(ent.mean()) if live.any() else float("nan"),
+    return {"live": live, "foreground_share": np.where(live, share, np.nan), "entropy": np.where(live, ent, np.nan)}
+
+
+def attention_stats(cams: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """Mean foreground share and mean normalised entropy of maps (N, H, W) against masks (N, H, W); maps that
+    are zero everywhere (no positive evidence for the class) are counted in `empty_share` and left out."""
+    s = per_image_stats(cams, masks)
+    live = s["live"]
+    return {"foreground_share": float(np.nanmean(s["foreground_share"])) if live.any() else float("nan"),
+            "entropy": float(np.nanmean(s["entropy"])) if live.any() else float("nan"),
             "empty_share": float(1 - live.mean())}
+
+
+def map_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of maps a[i] and b[i] (N, H, W) per image; nan where either map is constant."""
+    x = a.reshape(len(a), -1).astype(np.float64)
+    y = b.reshape(len(b), -1).astype(np.float64)
+    x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    norm = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, (x * y).sum(axis=1) / norm, np.nan)
+
+
+def compare_to_reference(cams: dict[str, np.ndarray], masks: np.ndarray, reference: str = "real") -> dict[str, dict]:
+    """Per arm (name -> maps of the same images): its attention statistics, and against the reference arm's maps of
+    the same images: the mean agreement and the paired difference in foreground share with its 95 % t-interval over
+    the images where both maps are live."""
+    from synthaug.study_stats import mean_ci
+
+    ref = per_image_stats(cams[reference], masks)
+    out = {}
+    for arm, maps in cams.items():
+        s = per_image_stats(maps, masks)
+        both = s["live"] & ref["live"]
+        diff, ci = mean_ci(list(s["foreground_share"][both] - ref["foreground_share"][both])) if both.sum() else \
+            (float("nan"), float("nan"))
+        agreement = map_agreement(maps, cams[reference])
+        out[arm] = {**attention_stats(maps, masks),
+                    "foreground_share_vs_real": diff, "foreground_share_vs_real_ci95": ci,
+                    "agreement_with_real": float(np.nanmean(agreement)) if np.isfinite(agreement).any()
+                    else float("nan")}
+    return out

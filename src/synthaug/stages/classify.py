@@ -4,7 +4,8 @@ ARM is `real`, `real+SOURCE`, `real+all` or `synth:SOURCE`. One process trains a
 fraction and seed, `synthaug.arms.arm_runs`), loading the data once. Each finished run leaves a record
 `metrics/classify/<arm>/<run>.json` carrying a fingerprint of what defined it (settings, data, code): a killed
 stage re-run with the same inputs skips the runs already recorded. `--fraction` / `--seed` run a subset.
-The `real` arm also keeps the weights of its run on the most real data (first seed): the judge that
+Every arm keeps the weights of its run at the study's first fraction and first seed (`models/classify/<arm>.pt`,
+what `gradcam` reads); the `real` arm also keeps its run on the most real data (first seed): the judge that
 `fidelity` scores synthetic labels with.
 """
 
@@ -16,13 +17,13 @@ import logging
 import numpy as np
 import typer
 
-from synthaug.arms import arm_runs, arm_slug, parse_arm, run_slug
+from synthaug.arms import analysed_run, arm_runs, arm_slug, parse_arm, run_slug
 from synthaug.config import ConfigError, as_dict
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_manifest, read_shards
-from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage,
-                                    require, stage_command, write_metrics)
+from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR,
+                                    classifier_weights, load_stage, require, stage_command, write_metrics)
 from synthaug.storage import StorageError, load_json, save_checkpoint, save_json
 from synthaug.tracking import stage_run
 from synthaug.training import fingerprint_of
@@ -101,9 +102,10 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
             # Which real images, not just how many: another `seed` draws other subsets of the same size.
             subset = None if real is None else hashlib.sha256(idx.tobytes()).hexdigest()
             fingerprint = fingerprint_of(settings, f, s, data_id, subset, code=CODE)
-            keep_weights = judge_run == (f, s)
+            keep = [path for path, run in ((JUDGE, judge_run), (classifier_weights(slug), analysed_run(arm, params)))
+                    if run == (f, s)]  # the weight files this run leaves
             record = _existing(records_dir / f"{name}.json", fingerprint)
-            if record is not None and not (keep_weights and not JUDGE.is_file()):
+            if record is not None and all(path.is_file() for path in keep):
                 log.info("classify@%s %s: already recorded with these inputs; skipped", slug, name)
                 continue
             with stage_run(f"classify@{slug}_{name}", params.dataset.name,
@@ -113,11 +115,15 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
                                                     meta["num_classes"], c.model, c.synthetic_ratio, runtime, s,
                                                     run.log_metrics)
                 run.log_metrics(metrics)
-            if keep_weights:
-                save_checkpoint(JUDGE, {"model": model.state_dict(), "arch": c.model.arch,
-                                        "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
-                                        "fraction": f, "seed": s, "real_images": metrics["real_images"],
-                                        "test_accuracy": metrics["test_accuracy"]})
+            if record is not None and record["test_accuracy"] != round(metrics["test_accuracy"], 6):
+                # Retrained only for its missing weights, with the same fingerprint: it should reproduce its record.
+                log.warning("classify@%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly",
+                            slug, name, metrics["test_accuracy"], record["test_accuracy"])
+            for path in keep:
+                save_checkpoint(path, {"model": model.state_dict(), "arch": c.model.arch, "arm": arm,
+                                       "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
+                                       "fraction": f, "seed": s, "real_images": metrics["real_images"],
+                                       "test_accuracy": metrics["test_accuracy"]})
             write_metrics(records_dir / f"{name}.json", {"arm": arm, "fraction": f, "seed": s, **metrics,
                                                          "fingerprint": fingerprint})
             print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")

@@ -30,6 +30,13 @@ PLOTS = Path("plots")
 REPORTS = Path("reports")
 # The `real` arm's classifier on the most real data (first seed): it scores synthetic labels (`fidelity`).
 JUDGE = MODELS / "judge" / "classifier.pt"
+# Each arm's classifier at the study's first fraction and first seed (`arms.analysed_run`): what `gradcam` reads.
+CLASSIFIERS = MODELS / "classify"
+
+
+def classifier_weights(arm_slug: str) -> Path:
+    return CLASSIFIERS / f"{arm_slug}.pt"
+
 
 PARAMS_OPTION = typer.Option("params.yaml", "--params", help="params file (validated whole before any work)")
 

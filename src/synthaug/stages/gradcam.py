@@ -1,0 +1,76 @@
+"""`gradcam`: where each arm's classifier looks, on the same fixed real test images.
+
+Reads the weights the classify stages keep (`models/classify/<arm>.pt`: the study's first fraction, first seed) for
+`real`, every `real+SOURCE`, every `synth:SOURCE` and `real+all`; computes Grad-CAM maps for the true class
+(`synthaug.metrics.gradcam`) on `gradcam.images_per_class` seeded test images per class; writes each arm's
+attention statistics against `real`'s (metrics/gradcam.json), a grid per source (reports/gradcam/<source>.png:
+images, real, real+SOURCE, synth:SOURCE) and one of every arm (reports/gradcam.png), and logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synthaug.analysis import pick_per_class
+from synthaug.arms import arm_slug, classify_stage
+from synthaug.data.real import load_meta, load_prepared
+from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, classifier_weights, load_stage,
+                                    require, stage_command, write_metrics)
+from synthaug.tracking import stage_run
+
+GRID_CLASSES = 10  # the grids show the first ten classes (CUB has 200)
+
+
+@stage_command
+def gradcam(params_path: str = PARAMS_OPTION) -> None:
+    """Grad-CAM maps and attention statistics of every arm's classifier against the real arm's."""
+    import torch
+
+    from synthaug.analysis_plots import save_gradcam_grid
+    from synthaug.classification import load_classifier
+    from synthaug.metrics.gradcam import compare_to_reference, foreground_masks, grad_cams
+    from synthaug.training import to_model_range
+
+    params, runtime = load_stage(params_path)
+    g = params.gradcam
+    arms = ["real", *(f"real+{s}" for s in params.sources), *(f"synth:{s}" for s in params.sources), "real+all"]
+    paths = {arm: require(classifier_weights(arm_slug(arm)), classify_stage(arm)) for arm in arms}
+    meta = load_meta(require(REAL_DIR, "prepare"))
+    test = load_prepared(REAL_DIR, "test")
+    picks = pick_per_class(test.labels, range(meta["num_classes"]), g.images_per_class, params.seed)
+    idx = np.concatenate([picks[c] for c in sorted(picks)])
+    images, labels = test.images[idx], test.labels[idx]
+    x = runtime.batch(to_model_range(images))
+    cams, about = {}, {}
+    with torch.autocast(runtime.device.type, enabled=False):  # gradients of the fp32 model, whatever the runtime
+        for arm, path in paths.items():
+            model, about[arm] = load_classifier(path, runtime)
+            cams[arm] = grad_cams(model, x.float(), labels)
+    stats = compare_to_reference(cams, foreground_masks(images, g.mask_threshold))
+    metrics = {f"{key}.{arm_slug(arm)}": value for arm, s in stats.items() for key, value in s.items()}
+    metrics["images"] = int(len(idx))
+
+    starts = np.cumsum([0] + [len(picks[c]) for c in sorted(picks)])  # idx holds the classes' picks in blocks
+    where = np.concatenate([np.arange(starts[k], starts[k] + min(g.grid_per_class, len(picks[c])))
+                            for k, c in enumerate(sorted(picks)[:GRID_CLASSES])])
+    captions = [meta["class_names"][int(labels[i])] for i in where]
+    figures = {REPORTS / "gradcam.png": arms}
+    figures.update({REPORTS / "gradcam" / f"{s}.png": ["real", f"real+{s}", f"synth:{s}"] for s in params.sources})
+    first_fraction = about["real"]["fraction"]
+    for path, rows in figures.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_gradcam_grid(path, images[where], {a: cams[a][where] for a in rows}, captions,
+                          f"{params.dataset.name}: Grad-CAM for the true class (classifiers at {first_fraction:g} "
+                          f"of the real data, seed {about['real']['seed']}; synth: none)")
+    with stage_run("gradcam", params.dataset.name,
+                   params={"images": int(len(idx)), "mask_threshold": g.mask_threshold,
+                           "fraction": first_fraction, "seed": about["real"]["seed"], "arms": len(arms)}) as run:
+        run.log_metrics(metrics)
+        for path in figures:
+            run.log_artifact(path, "gradcam" if path.parent.name == "gradcam" else None)
+    write_metrics(METRICS / "gradcam.json", metrics)
+    for arm in arms:
+        s = stats[arm]
+        print(f"gradcam@{arm}: foreground share {s['foreground_share']:.3f} ({s['foreground_share_vs_real']:+.3f} "
+              f"+- {s['foreground_share_vs_real_ci95']:.3f} vs real), entropy {s['entropy']:.3f}, agreement with "
+              f"real {s['agreement_with_real']:.3f}, empty maps {s['empty_share']:.3f}")
