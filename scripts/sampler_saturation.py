@@ -6,8 +6,11 @@ Fashion-MNIST: 0). Not a pipeline stage: a check behind the issue-13 reading in 
     python scripts/sampler_saturation.py 200 ddpm,ddpm_noclip,ddpm_raw,ddim25_eta0,ddim25_eta1,ddim100_eta0
 
 Variants: `ddpm` (the `sample@ddpm` sampler: EMA weights, x0 clipped to [-1, 1]), `ddpm_noclip` (x0 not clipped),
-`ddpm_raw` (the raw instead of the EMA weights), `ddim<steps>_eta<eta>` (DDIM, x0 clipped, EMA weights). A DDPM
-variant of 200 images takes about 2.5 min on 2 CPU cores, a 25-step DDIM one about 30 s.
+`ddpm_raw` (the raw instead of the EMA weights), `ddpm_dyn<per mille>` (dynamic thresholding, Saharia et al. 2022:
+per image, s = max(1, that percentile of |x0|), x0 clipped to [-s, s] and divided by s, instead of clipped to
+[-1, 1]; e.g. `ddpm_dyn995`), `ddpm_betavar` (the reverse variance beta_t, Ho et al.'s upper bound, instead of
+beta-tilde), `ddim<steps>_eta<eta>` (DDIM, x0 clipped, EMA weights). A DDPM variant of 200 images takes about
+2.5 min on 2 CPU cores, a 25-step DDIM one about 30 s.
 """
 
 from __future__ import annotations
@@ -23,16 +26,41 @@ from synthaug.metrics.saturation import background_level, saturated
 from synthaug.nets.unet import UNet, UNetConfig
 from synthaug.objectives.diffusion import NoiseSchedule
 from synthaug.runtime import make_runtime
-from synthaug.samplers import DDIMSampler, DDPMSampler
+from synthaug.samplers import DDIMSampler, DDPMSampler, predict_x0
 from synthaug.stages.common import MODELS
 from synthaug.storage import load_checkpoint, load_state_strict
 from synthaug.training import to_uint8
+
+
+class DynamicThresholdDDPM(DDPMSampler):
+    """DDPM whose predicted x0 is dynamically thresholded (per image) instead of clipped to [-1, 1]."""
+
+    def __init__(self, schedule: NoiseSchedule, quantile: float):
+        super().__init__(schedule, clip_x0=False)
+        self.quantile = quantile
+
+    def _x0(self, x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
+        x0 = predict_x0(x_t, eps, abar_t)
+        s = torch.quantile(x0.abs().flatten(1), self.quantile, dim=1).clamp(min=1.0).view(-1, 1, 1, 1)
+        return x0.clamp(-s, s) / s
+
+
+class BetaVarianceDDPM(DDPMSampler):
+    """DDPM with the reverse variance beta_t instead of beta-tilde_t."""
+
+    def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        mean = super().step(eps, t, x_t, None)
+        return mean if z is None else mean + self._coef(self.schedule.betas, t, x_t).sqrt() * z
 
 
 def sampler_for(variant: str, schedule: NoiseSchedule) -> DDPMSampler | DDIMSampler:
     if variant.startswith("ddim"):  # ddim<steps>_eta<eta>
         steps, eta = variant.removeprefix("ddim").split("_eta")
         return DDIMSampler(schedule, int(steps), float(eta), clip_x0=True)
+    if variant.startswith("ddpm_dyn"):  # ddpm_dyn<per mille>
+        return DynamicThresholdDDPM(schedule, int(variant.removeprefix("ddpm_dyn")) / 1000)
+    if variant == "ddpm_betavar":
+        return BetaVarianceDDPM(schedule)
     return DDPMSampler(schedule, clip_x0=variant != "ddpm_noclip")
 
 

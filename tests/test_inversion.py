@@ -13,6 +13,7 @@ from synthaug.data.groups import class_groups
 from synthaug.data.real import DatasetError
 from synthaug.generators import diffusion, inversion
 from synthaug.generators.base import GeneratorSpec
+from synthaug.metrics.group_following import group_following
 from synthaug.runtime import make_runtime, seed_everything
 from synthaug.samplers import DDIMSampler
 from synthaug.storage import StorageError, load_checkpoint
@@ -138,15 +139,21 @@ def test_samples_from_an_image_embedding_are_closer_to_it_than_class_samples(tra
     net, schedule = inversion.frozen_diffusion(ckpt, runtime)
     class_vectors = net.class_embedding(torch.from_numpy(group_labels)).detach()
     sample_fn = inversion.InversionSampleFn(net, DDIMSampler(schedule, 10), runtime, 1.0, False, progress=False)
-    d_own, d_cls = [], []
+    d_own, d_cls, real, owns, classes = [], [], [], [], []
     for g in range(len(members)):  # 8 samples per image, the same start noise for both embeddings
         target = to_model_range(images[members[g]])  # [1, C, H, W]
         own = sample_fn.sample_vectors(vectors[[g] * 8], torch.Generator().manual_seed(g))
         cls = sample_fn.sample_vectors(class_vectors[[g] * 8], torch.Generator().manual_seed(g))
         d_own.append(((own - target) ** 2).mean().item())
         d_cls.append(((cls - target) ** 2).mean().item())
+        real.append(target.numpy())
+        owns.append(own.numpy())
+        classes.append(cls.numpy())
     assert np.mean(d_own) < 0.8 * np.mean(d_cls), (d_own, d_cls)
     assert sum(a < b for a, b in zip(d_own, d_cls)) > len(members) / 2, (d_own, d_cls)
+    # issue 13's "follows its group" figure, in pixel space here (Inception features in the pipeline)
+    follows = group_following(real, owns, classes)
+    assert follows["margin"] > follows["margin_ci95"] > 0 and follows["follows_share"] > 0.5, follows
 
 
 def test_conditioner_without_noise_or_interpolation_gives_the_embeddings_own_samples():

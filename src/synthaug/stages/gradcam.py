@@ -26,7 +26,7 @@ def gradcam(params_path: str = PARAMS_OPTION) -> None:
     """Grad-CAM maps and attention statistics of every arm's classifier against the real arm's."""
     import torch
 
-    from synthaug.analysis_plots import save_gradcam_grid
+    from synthaug.gradcam_plots import save_gradcam_grid
     from synthaug.classification import load_classifier
     from synthaug.metrics.gradcam import compare_to_reference, foreground_masks, grad_cams
     from synthaug.training import to_model_range
