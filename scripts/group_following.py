@@ -56,9 +56,9 @@ def main(n: int, limit: int) -> None:
     print(f"{k} groups of {members.shape[1]} real images, {n} samples per group and conditioning, DDIM "
           f"{params.ddim.steps} steps (sampling {sampled:.0f} s, "
           f"features {time.perf_counter() - start - sampled:.0f} s)")
-    for space, (r, o, c) in (("inception", (parts[:k], parts[k:2 * k], parts[2 * k:])),
-                             ("pixels", ([x.astype(np.float64) for x in real], [x.astype(np.float64) for x in own],
-                                         [x.astype(np.float64) for x in by_class]))):
+    pixels = [x.astype(np.float64) for x in real + own + by_class]
+    for space, values in (("inception", parts), ("pixels", pixels)):
+        r, o, c = values[:k], values[k:2 * k], values[2 * k:]
         f = group_following(r, o, c)
         print(f"{space}: margin {f['margin']:+.4f} +- {f['margin_ci95']:.4f} (95 % t over groups), own samples "
               f"closer in {f['follows_share']:.3f} of groups; mean distance own {f['distance_own']:.3f}, class "

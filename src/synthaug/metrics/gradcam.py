@@ -69,7 +69,10 @@ def per_image_stats(cams: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray
 def attention_stats(cams: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     """Mean foreground share and mean normalised entropy of maps (N, H, W) against masks (N, H, W); maps that
     are zero everywhere (no positive evidence for the class) are counted in `empty_share` and left out."""
-    s = per_image_stats(cams, masks)
+    return _means(per_image_stats(cams, masks))
+
+
+def _means(s: dict[str, np.ndarray]) -> dict[str, float]:
     live = s["live"]
     return {"foreground_share": float(np.nanmean(s["foreground_share"])) if live.any() else float("nan"),
             "entropy": float(np.nanmean(s["entropy"])) if live.any() else float("nan"),
@@ -100,7 +103,7 @@ def compare_to_reference(cams: dict[str, np.ndarray], masks: np.ndarray, referen
         diff, ci = mean_ci(list(s["foreground_share"][both] - ref["foreground_share"][both])) if both.sum() else \
             (float("nan"), float("nan"))
         agreement = map_agreement(maps, cams[reference])
-        out[arm] = {**attention_stats(maps, masks),
+        out[arm] = {**_means(s),
                     "foreground_share_vs_real": diff, "foreground_share_vs_real_ci95": ci,
                     "agreement_with_real": float(np.nanmean(agreement)) if np.isfinite(agreement).any()
                     else float("nan")}

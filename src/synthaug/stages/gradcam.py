@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from synthaug.analysis import pick_per_class
-from synthaug.arms import arm_slug, classify_stage
+from synthaug.arms import arm_slug, classify_stage, study_arms
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, classifier_weights, load_stage,
                                     require, stage_command, write_metrics)
@@ -24,16 +24,14 @@ GRID_CLASSES = 10  # the grids show the first ten classes (CUB has 200)
 @stage_command
 def gradcam(params_path: str = PARAMS_OPTION) -> None:
     """Grad-CAM maps and attention statistics of every arm's classifier against the real arm's."""
-    import torch
-
-    from synthaug.gradcam_plots import save_gradcam_grid
     from synthaug.classification import load_classifier
+    from synthaug.gradcam_plots import save_gradcam_grid
     from synthaug.metrics.gradcam import compare_to_reference, foreground_masks, grad_cams
     from synthaug.training import to_model_range
 
     params, runtime = load_stage(params_path)
     g = params.gradcam
-    arms = ["real", *(f"real+{s}" for s in params.sources), *(f"synth:{s}" for s in params.sources), "real+all"]
+    arms = study_arms(params)
     paths = {arm: require(classifier_weights(arm_slug(arm)), classify_stage(arm)) for arm in arms}
     meta = load_meta(require(REAL_DIR, "prepare"))
     test = load_prepared(REAL_DIR, "test")
@@ -42,17 +40,14 @@ def gradcam(params_path: str = PARAMS_OPTION) -> None:
     images, labels = test.images[idx], test.labels[idx]
     x = runtime.batch(to_model_range(images))
     cams, about = {}, {}
-    with torch.autocast(runtime.device.type, enabled=False):  # gradients of the fp32 model, whatever the runtime
-        for arm, path in paths.items():
-            model, about[arm] = load_classifier(path, runtime)
-            cams[arm] = grad_cams(model, x.float(), labels)
+    for arm, path in paths.items():
+        model, about[arm] = load_classifier(path, runtime)
+        cams[arm] = grad_cams(model, x, labels)
     stats = compare_to_reference(cams, foreground_masks(images, g.mask_threshold))
     metrics = {f"{key}.{arm_slug(arm)}": value for arm, s in stats.items() for key, value in s.items()}
     metrics["images"] = int(len(idx))
 
-    starts = np.cumsum([0] + [len(picks[c]) for c in sorted(picks)])  # idx holds the classes' picks in blocks
-    where = np.concatenate([np.arange(starts[k], starts[k] + min(g.grid_per_class, len(picks[c])))
-                            for k, c in enumerate(sorted(picks)[:GRID_CLASSES])])
+    where = np.concatenate([np.flatnonzero(labels == c)[:g.grid_per_class] for c in sorted(picks)[:GRID_CLASSES]])
     captions = [meta["class_names"][int(labels[i])] for i in where]
     figures = {REPORTS / "gradcam.png": arms}
     figures.update({REPORTS / "gradcam" / f"{s}.png": ["real", f"real+{s}", f"synth:{s}"] for s in params.sources})
