@@ -35,7 +35,7 @@ from synthaug.data.groups import class_groups
 from synthaug.generators import gan
 from synthaug.generators.base import GeneratorSpec
 from synthaug.generators.diffusion import DiffusionTrainable, unet_config
-from synthaug.generators.inversion import InversionTrainable
+from synthaug.generators.inversion import ConditionSpace, InversionTrainable
 from synthaug.generators.vae import VAETrainable
 from synthaug.nets.gan import Discriminator, Generator
 from synthaug.nets.resnet import build_classifier
@@ -124,15 +124,16 @@ def build(name: str, params: Params, rt: Runtime) -> Loop:
         net = rt.prepare(UNet(unet_config(spec, params)))
         schedule = NoiseSchedule.make(d.schedule, d.timesteps)
         if name == "diffusion":
-            t = DiffusionTrainable(net, schedule, rt, d.lr, d.warmup_steps, d.ema_decay, d.label_dropout)
+            t = DiffusionTrainable(net, schedule, rt, d.lr, d.warmup_steps, d.ema_decay, d.label_dropout,
+                                   d.code_dropout)
             return Loop(t, d.batch_size, label_high=spec.num_classes)
         # inversion.frozen_diffusion only loads a checkpoint and then does this; a random U-Net of the same
         # size costs the same, so no checkpoint file is needed.
         net = net.eval().requires_grad_(False)
         p = params.invert
         _, group_labels = class_groups(spec.labels, p.group_size, p.groups_per_class, params.seed)
-        init = net.class_embedding(torch.from_numpy(group_labels).to(rt.device)).float()
-        t = InversionTrainable(net, schedule, rt, init, p.lr, p.steps)
+        groups = torch.from_numpy(group_labels).to(rt.device)
+        t = InversionTrainable(net, schedule, rt, ConditionSpace(net).initial(groups), p.lr, p.steps, groups)
         return Loop(t, p.batch_size, label_high=len(group_labels))  # its "labels" are group indices
     if name == "classifier":
         p = params.classify.model

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from synthaug.config import load_params
 from synthaug.data.real import load_prepared
-from synthaug.generators.inversion import InversionSampleFn, frozen_diffusion
+from synthaug.generators.inversion import ConditionSpace, InversionSampleFn, frozen_diffusion
 from synthaug.metrics.fid import activations, load_inception
 from synthaug.metrics.group_following import group_following
 from synthaug.runtime import make_runtime
@@ -35,8 +36,11 @@ def main(n: int, limit: int) -> None:
     state = load_checkpoint(MODELS / "dinv" / "checkpoint.pt")
     vectors = state["trainable"]["embeddings"]["weight"].float()
     members, group_labels = state["members"].numpy(), state["group_labels"].numpy()
-    net, schedule = frozen_diffusion(MODELS / "diffusion" / "checkpoint.pt", runtime)
-    class_vectors = net.class_embedding(torch.from_numpy(group_labels)).detach().float()
+    net, schedule = frozen_diffusion(Path(state["diffusion_checkpoint"]), runtime)
+    labels = torch.from_numpy(group_labels)
+    with torch.no_grad():  # both as conditioning vectors (learned codes map to class + W z)
+        vectors = ConditionSpace(net).to_cond(vectors, labels).float()
+        class_vectors = net.class_embedding(labels).float()
     sample_fn = InversionSampleFn(net, DDIMSampler(schedule, params.ddim.steps, eta=0.0), runtime, 1.0, False,
                                   progress=False)
     train = load_prepared(REAL_DIR, "train")

@@ -13,7 +13,8 @@ from synthaug.config import Params
 from synthaug.generators import diffusion
 from synthaug.generators.base import GeneratorSpec, family_module, source_family
 from synthaug.nets.unet import UNet, UNetConfig
-from synthaug.objectives.diffusion import NoiseSchedule, drop_labels, epsilon_loss
+from synthaug.objectives.diffusion import (NoiseSchedule, diffusion_loss, drop_labels, eps_from_output,
+                                          v_target)
 from synthaug.runtime import make_runtime, seed_everything
 from synthaug.samplers import DDIMSampler, DDPMSampler, MaybeCompiled, ddim_timesteps, guided_eps_fn
 
@@ -22,10 +23,10 @@ torch.set_num_threads(2)
 TINY = dict(base_channels=16, channel_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], dropout=0.0)
 
 
-def tiny_unet(channels: int = 1, seed: int = 0) -> UNet:
+def tiny_unet(channels: int = 1, seed: int = 0, **config) -> UNet:
     """A tiny U-Net whose zero-initialised output layers are perturbed, so that it is not identically 0."""
     torch.manual_seed(seed)
-    net = UNet(UNetConfig(channels=channels, num_classes=3, image_size=16, **TINY)).eval()
+    net = UNet(UNetConfig(channels=channels, num_classes=3, image_size=16, **TINY, **config)).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -88,10 +89,27 @@ def test_label_dropout_and_loss():
     assert torch.equal(drop_labels(y, 0.0, 3), y)
     s = NoiseSchedule.make("cosine", 20)
     x0 = torch.rand(4, 1, 16, 16) * 2 - 1
-    zero = epsilon_loss(lambda x, t, y: torch.zeros_like(x), s, x0, y[:4], 0.1, 3)
+    zero = diffusion_loss(lambda x, t, y: torch.zeros_like(x), s, x0, y[:4], 0.1, 3)
     assert 0.5 < zero.item() < 2.0  # E||eps||^2 / D = 1 for a predictor of 0
-    loss = epsilon_loss(lambda x, t, y: x, s, x0, y[:4], 0.1, 3)  # differentiable, finite, fp32
+    loss = diffusion_loss(lambda x, t, y: x, s, x0, y[:4], 0.1, 3)  # differentiable, finite, fp32
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.manual_seed(1)
+    zero_v = diffusion_loss(lambda x, t, y: torch.zeros_like(x), s, x0, y[:4], 0.0, 3, prediction="v")
+    assert 0.1 < zero_v.item() < 2.0  # E||v||^2 / D: between E x0^2 and E eps^2, weighted by abar
+    with pytest.raises(ValueError, match="unknown prediction target 'x0'"):
+        diffusion_loss(lambda x, t, y: x, s, x0, y[:4], 0.0, 3, prediction="x0")
+
+
+def test_v_prediction_converts_back_to_the_noise_at_every_timestep():
+    s = NoiseSchedule.make("cosine", 100)  # abar_T ~ 2e-7: the conversion must stay exact where eps's x0 explodes
+    x0, noise = torch.rand(100, 1, 8, 8) * 2 - 1, torch.randn(100, 1, 8, 8)
+    t = torch.arange(100)
+    x_t = s.q_sample(x0, t, noise)
+    v = v_target(x0, noise, s.gather(s.alphas_cumprod, t, x0))
+    assert torch.allclose(eps_from_output(v, x_t, t, s, "v"), noise, atol=1e-5)
+    assert eps_from_output(noise, x_t, t, s, "eps") is noise
+    with pytest.raises(ValueError, match="unknown prediction"):
+        eps_from_output(v, x_t, t, s, "x0")
 
 
 # ---------------------------------------------------------------- samplers
@@ -188,6 +206,39 @@ def test_unet_shapes_class_conditioning_and_cond_vectors():
         UNet(UNetConfig(image_size=20, channel_mult=[1, 2, 2, 2]))
     fresh = UNet(UNetConfig(channels=1, num_classes=3, image_size=16, **TINY))
     assert torch.count_nonzero(fresh(x[:, :1], t, y)) == 0  # zero-initialised output layer: eps starts at 0
+
+
+def test_per_image_code_shifts_the_class_point_and_zero_code_is_the_class():
+    net = tiny_unet(code_dim=4)
+    x, t, y = torch.randn(3, 1, 16, 16), torch.tensor([0, 5, 19]), torch.tensor([0, 2, 3])
+    z = net.encode(torch.rand(3, 1, 16, 16) * 2 - 1)
+    assert z.shape == (3, 4) and z.abs().max() < 1  # bounded codes
+    assert torch.equal(net.condition(y, torch.zeros(3, 4)), net.class_embedding(y))
+    assert torch.allclose(net(x, t, y, code=torch.zeros(3, 4)), net(x, t, y))
+    assert not torch.allclose(net(x, t, y, code=z), net(x, t, y))
+    assert torch.allclose(net(x, t, y, code=z), net(x, t, cond=net.condition(y, z)))
+    with pytest.raises(ValueError, match="not with cond"):
+        net(x, t, cond=net.class_embedding(y), code=z)
+    with pytest.raises(ValueError, match="code must be"):
+        net.condition(y, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="no per-image code"):
+        tiny_unet().encode(x)
+
+
+def test_training_with_codes_trains_the_encoder_and_samples_class_only(tmp_path):
+    runtime, spec = make_runtime("cpu", "fp32"), tiny_spec()
+    params = tiny_params(3)
+    params.diffusion.code_dim, params.diffusion.prediction = 4, "v"
+    seed_everything(0)
+    diffusion.train(spec, params, runtime, tmp_path / "m.pt", lambda m, s: None)
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert state["config"]["code_dim"] == 4 and state["config"]["prediction"] == "v"
+    fresh = UNet(UNetConfig(**state["config"]))
+    trained = state["trainable"]["model"]
+    assert any(not torch.equal(v, trained[k]) for k, v in fresh.state_dict().items() if k.startswith("code_"))
+    fn, _ = diffusion.load_sampler(tmp_path / "m.pt", runtime, params, "ddim")
+    x = fn(torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0))  # no code: the class points
+    assert x.shape == (3, 1, 16, 16) and torch.isfinite(x).all()
 
 
 # ---------------------------------------------------------------- family: training, resume, sampling

@@ -51,16 +51,27 @@ def toy_params(tmp_steps: int = 800) -> Params:
     return params
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def train_toy(tmp_path_factory, **diffusion_changes):
     """A tiny class-conditional diffusion model trained on the toy classes (fp32, CPU), and its data."""
     runtime = make_runtime("cpu", "fp32")
     seed_everything(0)
     images, labels = toy_images()
     params = toy_params()
+    params.diffusion = dataclasses.replace(params.diffusion, **diffusion_changes)
     ckpt = tmp_path_factory.mktemp("diffusion") / "checkpoint.pt"
     diffusion.train(GeneratorSpec(images, labels, 3), params, runtime, ckpt, lambda m, s: None)
     return runtime, params, images, labels, ckpt
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_toy(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def trained_code(tmp_path_factory):
+    """The same, trained with per-image codes (issue 13's conditioning space), predicting v."""
+    return train_toy(tmp_path_factory, code_dim=4, prediction="v")
 
 
 class Killed(Exception):
@@ -131,13 +142,19 @@ def test_killed_inversion_resumes_to_the_same_embeddings(trained, tmp_path):
     assert resumed.history == whole.history and resumed.summary == whole.summary
 
 
-def test_samples_from_an_image_embedding_are_closer_to_it_than_class_samples(trained, tmp_path):
+@pytest.mark.parametrize("model", ["trained", "trained_code"])
+def test_samples_from_an_image_embedding_are_closer_to_it_than_class_samples(model, request, tmp_path):
+    trained = request.getfixturevalue(model)
     runtime, params, images, labels, ckpt = trained
     _, members, group_labels, _ = run_inversion(trained, tmp_path)
     state = load_checkpoint(tmp_path / "dinv.pt")
-    vectors = state["trainable"]["embeddings"]["weight"]
     net, schedule = inversion.frozen_diffusion(ckpt, runtime)
-    class_vectors = net.class_embedding(torch.from_numpy(group_labels)).detach()
+    space = inversion.ConditionSpace(net)
+    learned, labels_g = state["trainable"]["embeddings"]["weight"], torch.from_numpy(group_labels)
+    assert learned.shape == (len(members), 4 if model == "trained_code" else net.cond_dim)
+    with torch.no_grad():
+        vectors, class_vectors = space.to_cond(learned, labels_g), net.class_embedding(labels_g)
+        assert torch.allclose(space.to_cond(space.initial(labels_g), labels_g), class_vectors)  # starts at the class
     sample_fn = inversion.InversionSampleFn(net, DDIMSampler(schedule, 10), runtime, 1.0, False, progress=False)
     d_own, d_cls, real, owns, classes = [], [], [], [], []
     for g in range(len(members)):  # 8 samples per image, the same start noise for both embeddings
@@ -175,6 +192,20 @@ def test_conditioner_without_noise_or_interpolation_gives_the_embeddings_own_sam
         own = vectors[group_labels == y]
         lo, hi = own.min(0).values, own.max(0).values
         assert bool(((c >= lo - 1e-6) & (c <= hi + 1e-6)).all())  # a convex mix of same-class vectors
+
+
+def test_conditioner_maps_codes_to_conditioning_after_mixing_and_noise():
+    codes, group_labels = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
+    labels = torch.tensor([1, 0, 1])
+
+    def to_cond(v, y):  # a stand-in for class + W z
+        return torch.cat([v, y[:, None].float()], 1)
+
+    plain = inversion.EmbeddingConditioner(codes, group_labels, 2, 0.0, 0.0)
+    coded = inversion.EmbeddingConditioner(codes, group_labels, 2, 0.0, 0.0, to_cond)
+    cond = coded(labels, torch.Generator().manual_seed(0))
+    assert torch.equal(cond, to_cond(plain(labels, torch.Generator().manual_seed(0)), labels))
+    assert torch.allclose(coded.null, to_cond(codes, group_labels).mean(0))
 
 
 def test_sampling_with_lambda_0_reproduces_the_embeddings_own_samples(trained, tmp_path):

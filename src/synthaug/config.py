@@ -78,6 +78,9 @@ class DiffusionParams:
     timesteps: int = field(default=1000, metadata=rng(ge=2, le=10000))  # T
     schedule: str = field(default="cosine", metadata=rng(choices=("linear", "cosine")))
     label_dropout: float = field(default=0.1, metadata=rng(ge=0, lt=1))  # for classifier-free guidance
+    prediction: str = field(default="eps", metadata=rng(choices=("eps", "v")))  # the network's training target
+    code_dim: int = field(default=0, metadata=rng(ge=0, le=1024))  # >0: per-image code from an encoder (nets.unet)
+    code_dropout: float = field(default=0.5, metadata=rng(ge=0, le=1))  # share of images trained without their code
     steps: int = field(default=5000, metadata=rng(ge=1))
     batch_size: int = field(default=64, metadata=rng(ge=1, le=65536))
     lr: float = field(default=2e-4, metadata=rng(gt=0, le=1))

@@ -25,6 +25,8 @@ EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 # The sample grid's artifact name in every sample@ run (and invert's): MLflow's compare view pairs runs' files by
 # name and looks only at the root of each run's artifacts (MLflow 3.17: folders are skipped), so it stays at the root.
 GRID_ARTIFACT = "grid.png"
+# The same for the loss curves of every train@ run and of invert: the generators' training compares side by side.
+LOSS_ARTIFACT = "loss_curves.png"
 
 
 class TrackingError(RuntimeError):

@@ -22,7 +22,7 @@ import torch
 from synthaug.config import Params
 from synthaug.generators.base import GeneratorSpec, TrainResult
 from synthaug.nets.unet import UNet, UNetConfig
-from synthaug.objectives.diffusion import NoiseSchedule, epsilon_loss
+from synthaug.objectives.diffusion import NoiseSchedule, diffusion_loss, drop_labels, eps_from_output
 from synthaug.runtime import Runtime
 from synthaug.samplers import DDIMSampler, DDPMSampler, MaybeCompiled, guided_eps_fn
 from synthaug.storage import StorageError, load_checkpoint, load_state_strict
@@ -44,21 +44,37 @@ class DiffusionTrainable:
     """The U-Net, its optimiser and LR warm-up, and the EMA copy used for sampling."""
 
     def __init__(self, net: UNet, schedule: NoiseSchedule, runtime: Runtime, lr: float, warmup_steps: int,
-                 ema_decay: float, label_dropout: float):
+                 ema_decay: float, label_dropout: float, code_dropout: float = 0.5):
         self.net, self.schedule, self.runtime = net, schedule, runtime
         self.opt = torch.optim.Adam(net.parameters(), lr=lr)
         warm = max(1, warmup_steps)
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
         self.ema = EMA(net, ema_decay)
-        self.ema_decay, self.label_dropout = ema_decay, label_dropout
+        self.ema_decay, self.label_dropout, self.code_dropout = ema_decay, label_dropout, code_dropout
 
-    def _eps(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        net, prediction = self.net, self.net.cfg.prediction
+        if not net.cfg.code_dim:
+            def model(x_t, t, y):
+                with self.runtime.autocast():
+                    return net(x_t, t, y)
+            return diffusion_loss(model, self.schedule, images, labels, self.label_dropout, net.null_label,
+                                  prediction)
+        # With a per-image code: a dropped label drops the code too (the null condition is "nothing"), and a further
+        # share of images trains without its code, so that z = 0 (the class point) keeps meaning "any of the class".
+        y = drop_labels(labels, self.label_dropout, net.null_label)
+        keep = (torch.rand(len(y), device=y.device) >= self.code_dropout) & (y != net.null_label)
         with self.runtime.autocast():
-            return self.net(x_t, t, y)
+            code = net.encode(images) * keep[:, None].to(images.dtype)
+
+        def coded(x_t, t, y_in):
+            with self.runtime.autocast():
+                return net(x_t, t, y_in, code=code)
+        return diffusion_loss(coded, self.schedule, images, y, 0.0, net.null_label, prediction)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
         self.net.train()
-        loss = epsilon_loss(self._eps, self.schedule, images, labels, self.label_dropout, self.net.null_label)
+        loss = self._loss(images, labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
@@ -84,7 +100,8 @@ def unet_config(spec: GeneratorSpec, params: Params) -> UNetConfig:
     p = params.diffusion
     return UNetConfig(channels=spec.channels, num_classes=spec.num_classes, image_size=spec.image_size,
                       base_channels=p.base_channels, channel_mult=list(p.channel_mult),
-                      num_res_blocks=p.num_res_blocks, attn_resolutions=list(p.attn_resolutions), dropout=p.dropout)
+                      num_res_blocks=p.num_res_blocks, attn_resolutions=list(p.attn_resolutions), dropout=p.dropout,
+                      code_dim=p.code_dim, prediction=p.prediction)
 
 
 def train(spec: GeneratorSpec, params: Params, runtime: Runtime, checkpoint: Path,
@@ -94,7 +111,8 @@ def train(spec: GeneratorSpec, params: Params, runtime: Runtime, checkpoint: Pat
     net = runtime.prepare(UNet(cfg))
     schedule = NoiseSchedule.make(p.schedule, p.timesteps)
     stream = BatchStream(spec.images, spec.labels, p.batch_size, seed=params.seed)
-    trainable = DiffusionTrainable(net, schedule, runtime, p.lr, p.warmup_steps, p.ema_decay, p.label_dropout)
+    trainable = DiffusionTrainable(net, schedule, runtime, p.lr, p.warmup_steps, p.ema_decay, p.label_dropout,
+                                   p.code_dropout)
     extra = {"config": cfg.to_dict(), "family": "diffusion",
              "schedule": {"name": schedule.name, "timesteps": schedule.timesteps}}
     history = run_training(trainable, stream, runtime, p.steps, checkpoint, p.checkpoint_every, log_metrics,
@@ -119,7 +137,8 @@ class DiffusionSampleFn:
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with self.runtime.autocast():
-            return self.net(self.runtime.batch(x), t, y).float()
+            out = self.net(self.runtime.batch(x), t, y)
+        return eps_from_output(out.float(), x, t, self.sampler.schedule, self.net.cfg.prediction)
 
     @property
     def seconds_per_image(self) -> float:

@@ -5,7 +5,10 @@ The paper inverts groups of real images into a text encoder's embedding space of
 frozen model is our own class-conditional U-Net, and the space is the one its class embedding lives in (the
 vector added to the time embedding, `UNet.cond_dim`). For each group of real training images of one class we
 learn a vector c_g by minimising the ordinary noise-prediction loss E ||eps - eps_theta(x_t, t, c_g)||^2 over
-the group's images, starting from the class's own embedding; nothing of the U-Net changes.
+the group's images, starting from the class's own embedding; nothing of the U-Net changes. When the U-Net was
+trained with per-image codes (`diffusion.code_dim` > 0, see synthaug.nets.unet) the vectors are codes z_g instead,
+c_g = class_embedding(y_g) + W z_g, starting from z_g = 0 (the class point): the space the network learned to
+respond to, as the method intends.
 
 Sampling draws, for a label y, one of the class's learned vectors (uniformly over its groups), with probability
 `dinv.interpolation` mixes it linearly with a second one of the same class, then perturbs it, c + lambda * N(0, I)
@@ -26,7 +29,7 @@ from synthaug.config import Params
 from synthaug.generators.base import TrainResult
 from synthaug.generators.diffusion import DiffusionSampleFn
 from synthaug.nets.unet import UNet, UNetConfig
-from synthaug.objectives.diffusion import NoiseSchedule, epsilon_loss
+from synthaug.objectives.diffusion import NoiseSchedule, diffusion_loss, eps_from_output
 from synthaug.plots import class_grid
 from synthaug.runtime import Runtime
 from synthaug.samplers import DDIMSampler, guided_eps_fn
@@ -53,6 +56,26 @@ def frozen_diffusion(checkpoint: Path, runtime: Runtime) -> tuple[UNet, NoiseSch
     return net, NoiseSchedule.make(state["schedule"]["name"], int(state["schedule"]["timesteps"]))
 
 
+class ConditionSpace:
+    """Where the learned vectors live and how they become the U-Net's conditioning vectors: the class-embedding
+    space itself (`code_dim` 0: a vector is its own conditioning) or the per-image code space (c = class + W z)."""
+
+    def __init__(self, net: UNet):
+        self.net = net
+        self.dim = net.cfg.code_dim or net.cond_dim
+
+    def initial(self, labels: torch.Tensor) -> torch.Tensor:
+        """The starting vectors of groups of these labels: their class's point."""
+        if self.net.cfg.code_dim:
+            return torch.zeros(len(labels), self.dim, device=labels.device)
+        return self.net.class_embedding(labels).detach().float()
+
+    def to_cond(self, vectors: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not self.net.cfg.code_dim:
+            return vectors
+        return self.net.condition(labels.to(vectors.device), code=vectors)
+
+
 class InversionTrainable:
     """One learnable vector per group; batches carry group indices where training batches carry labels.
 
@@ -62,20 +85,26 @@ class InversionTrainable:
     """
 
     def __init__(self, net: UNet, schedule: NoiseSchedule, runtime: Runtime, init: torch.Tensor, lr: float,
-                 total_steps: int):
+                 total_steps: int, group_labels: torch.Tensor | None = None):
         self.net, self.schedule, self.runtime = net, schedule, runtime
+        self.space = ConditionSpace(net)
+        if net.cfg.code_dim and group_labels is None:
+            raise ValueError("a U-Net with per-image codes needs the groups' labels to turn codes into conditioning")
+        self.group_labels = None if group_labels is None else group_labels.to(runtime.device)
         self.embeddings = torch.nn.Embedding.from_pretrained(init.detach().float().clone(), freeze=False,
                                                              sparse=True).to(runtime.device)
         self.opt = torch.optim.SparseAdam(list(self.embeddings.parameters()), lr=lr)
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: max(0.0, 1 - s / total_steps))
 
-    def _eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _model(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         with self.runtime.autocast():
             return self.net(x_t, t, cond=cond)
 
     def train_step(self, images: torch.Tensor, groups: torch.Tensor, step: int) -> dict[str, float]:
-        # epsilon_loss passes its "labels" to the model untouched when label dropout is 0: here they are vectors.
-        loss = epsilon_loss(self._eps, self.schedule, images, self.embeddings(groups), 0.0, null_label=-1)
+        vectors = self.embeddings(groups)
+        cond = vectors if self.group_labels is None else self.space.to_cond(vectors, self.group_labels[groups])
+        # diffusion_loss passes its "labels" to the model untouched when label dropout is 0: here they are vectors.
+        loss = diffusion_loss(self._model, self.schedule, images, cond, 0.0, -1, self.net.cfg.prediction)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -98,8 +127,9 @@ class InversionTrainable:
 @torch.no_grad()
 def denoising_loss(net: UNet, schedule: NoiseSchedule, runtime: Runtime, x0: torch.Tensor, cond: torch.Tensor,
                    seed: int, repeats: int = 4, batch_size: int = 256) -> float:
-    """Mean eps-prediction MSE of images x0 [N,C,H,W] under conditioning vectors cond [N, D], with (t, eps) drawn
-    from `seed`: two calls with the same seed and x0 score two conditionings on identical noise."""
+    """Mean eps-prediction MSE (of the output converted to eps) of images x0 [N,C,H,W] under conditioning vectors
+    cond [N, D], with (t, eps) drawn from `seed`: two calls with the same seed and x0 score two conditionings on
+    identical noise."""
     gen = torch.Generator().manual_seed(seed)
     total = 0.0
     for _ in range(repeats):
@@ -108,16 +138,21 @@ def denoising_loss(net: UNet, schedule: NoiseSchedule, runtime: Runtime, x0: tor
         for sl in iterate_batches(len(x0), batch_size):
             x_t = schedule.q_sample(x0[sl], t[sl], noise[sl])
             with runtime.autocast():
-                pred = net(runtime.batch(x_t), t[sl].to(runtime.device), cond=cond[sl].to(runtime.device))
-            total += float(((pred.float().cpu() - noise[sl]) ** 2).sum())
+                out = net(runtime.batch(x_t), t[sl].to(runtime.device), cond=cond[sl].to(runtime.device))
+            pred = eps_from_output(out.float().cpu(), x_t, t[sl], schedule, net.cfg.prediction)
+            total += float(((pred - noise[sl]) ** 2).sum())
     return total / (repeats * x0.numel())
 
 
 class EmbeddingConditioner:
-    """labels [B] -> conditioning vectors [B, D] drawn from the learned vectors of each label's class."""
+    """labels [B] -> conditioning vectors [B, D] drawn from the learned vectors of each label's class.
+
+    Mixing and perturbation happen where the vectors were learned; `to_cond(vectors, labels)` then maps them to
+    the U-Net's conditioning (identity for the class-embedding space, class + W z for codes)."""
 
     def __init__(self, vectors: torch.Tensor, group_labels: torch.Tensor, num_classes: int, noise_scale: float,
-                 interpolation: float):
+                 interpolation: float,
+                 to_cond: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = lambda v, y: v):
         order = torch.argsort(group_labels, stable=True)
         self.vectors, labels = vectors[order].float().cpu(), group_labels[order].cpu()
         self.count = torch.bincount(labels, minlength=num_classes)
@@ -125,7 +160,9 @@ class EmbeddingConditioner:
             missing = torch.flatnonzero(self.count == 0).tolist()
             raise StorageError(f"no learned embedding for class(es) {missing}: re-run the `invert` stage")
         self.start = torch.cumsum(self.count, 0) - self.count
-        self.null = self.vectors.mean(0)  # the unconditional vector of classifier-free guidance
+        self.to_cond = to_cond
+        with torch.no_grad():  # the unconditional vector of classifier-free guidance: the mean learned one
+            self.null = to_cond(self.vectors, labels).float().mean(0)
         self.noise_scale, self.interpolation = noise_scale, interpolation
 
     def __call__(self, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -139,8 +176,9 @@ class EmbeddingConditioner:
         first, second = self.vectors[pick()], self.vectors[pick()]
         alpha, mix = torch.rand(n, 1, generator=gen), torch.rand(n, 1, generator=gen) < self.interpolation
         noise = torch.randn(first.shape, generator=gen)
-        cond = torch.where(mix, torch.lerp(first, second, alpha), first)
-        return cond + self.noise_scale * noise
+        vectors = torch.where(mix, torch.lerp(first, second, alpha), first) + self.noise_scale * noise
+        with torch.no_grad():
+            return self.to_cond(vectors, labels).float()
 
 
 class InversionSampleFn(DiffusionSampleFn):
@@ -154,7 +192,8 @@ class InversionSampleFn(DiffusionSampleFn):
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         with self.runtime.autocast():
-            return self.net(self.runtime.batch(x), t, cond=cond).float()
+            out = self.net(self.runtime.batch(x), t, cond=cond)
+        return eps_from_output(out.float(), x, t, self.sampler.schedule, self.net.cfg.prediction)
 
     @torch.no_grad()
     def sample_vectors(self, cond: torch.Tensor, gen: torch.Generator, null: torch.Tensor | None = None
@@ -181,8 +220,9 @@ def invert(images: np.ndarray, members: np.ndarray, group_labels: np.ndarray, di
     p = params.invert
     net, schedule = frozen_diffusion(diffusion_checkpoint, runtime)
     groups = torch.from_numpy(group_labels)
-    init = net.class_embedding(groups.to(runtime.device)).float()
-    trainable = InversionTrainable(net, schedule, runtime, init, p.lr, p.steps)
+    space = ConditionSpace(net)
+    init = space.initial(groups.to(runtime.device))
+    trainable = InversionTrainable(net, schedule, runtime, init, p.lr, p.steps, groups)
     flat = members.reshape(-1)
     stream = BatchStream(images[flat], np.repeat(np.arange(len(members)), members.shape[1]), p.batch_size,
                          seed=params.seed)
@@ -191,18 +231,20 @@ def invert(images: np.ndarray, members: np.ndarray, group_labels: np.ndarray, di
              "diffusion_sha256": sha256_file(diffusion_checkpoint)}
     history = run_training(trainable, stream, runtime, p.steps, checkpoint, p.checkpoint_every, log_metrics,
                            log_every=p.log_every, desc="invert", extra_state=lambda: extra, fingerprint=fingerprint)
-    vectors = trainable.vectors()
+    with torch.no_grad():  # both as the U-Net's conditioning vectors
+        vectors = space.to_cond(trainable.vectors(), groups.to(runtime.device)).float().cpu()
+        class_vectors = net.class_embedding(groups.to(runtime.device)).float().cpu()
 
     # Score on the images of (up to) EVAL_GROUPS groups: learned vector vs the class embedding, same noise.
     pick = np.random.default_rng(params.seed).permutation(len(members))[:EVAL_GROUPS]
     x0 = to_model_range(images[members[pick].reshape(-1)])
     rows = torch.from_numpy(np.repeat(pick, members.shape[1]))
-    learned = denoising_loss(net, schedule, runtime, x0, vectors.cpu()[rows], params.seed)
-    by_class = denoising_loss(net, schedule, runtime, x0, init.cpu()[rows], params.seed)
+    learned = denoising_loss(net, schedule, runtime, x0, vectors[rows], params.seed)
+    by_class = denoising_loss(net, schedule, runtime, x0, class_vectors[rows], params.seed)
     summary = {"final_loss": history[-1]["loss"], "groups": float(len(members)), "loss_learned": learned,
                "loss_class_embedding": by_class, "loss_ratio": learned / by_class}
-    grid = preview_grid(net, schedule, runtime, images, members, group_labels, vectors, init, p.preview_groups,
-                        p.preview_steps, params.seed)
+    grid = preview_grid(net, schedule, runtime, images, members, group_labels, vectors, class_vectors,
+                        p.preview_groups, p.preview_steps, params.seed)
     return TrainResult(steps=p.steps, history=history, summary=summary,
                        images={PREVIEW: grid} if grid is not None else {})
 
@@ -247,7 +289,8 @@ def load_sampler(checkpoint: Path, runtime: Runtime, params: Params, source: str
     net, schedule = frozen_diffusion(diffusion, runtime)
     vectors = state["trainable"]["embeddings"]["weight"]
     conditioner = EmbeddingConditioner(vectors, state["group_labels"], int(state["num_classes"]),
-                                       params.dinv.noise_scale, params.dinv.interpolation)
+                                       params.dinv.noise_scale, params.dinv.interpolation,
+                                       ConditionSpace(net).to_cond)
     sp = params.ddim
     sampler = DDIMSampler(schedule, sp.steps, sp.eta)
     sample_fn = InversionSampleFn(net, sampler, runtime, params.dinv.guidance_scale, sp.compile, conditioner)

@@ -6,6 +6,12 @@ residual block as a scale and shift of its second GroupNorm ("AdaGN", Dhariwal &
 `c` is the class embedding `class_embedding(y)`, a row of a (num_classes + 1)-entry table whose last row
 is the "null" label of classifier-free guidance (Ho & Salimans 2022), or any vector of that space passed
 as `cond=` (Diffusion Inversion learns such vectors; Zhou et al. 2023).
+
+With `code_dim > 0` the class point is shifted by a per-image code, c = class_embedding(y) + W z, where
+z = `encode(x_0)` in (-1, 1)^code_dim comes from a small encoder of the clean image trained with the U-Net
+(the semantic encoder of diffusion autoencoders, Preechakul et al. 2022, shrunk). Training drops z (z = 0, the
+class point itself) for a share of images, so class-only sampling still works; the network then responds to the
+whole region {class_embedding(y) + W z}, which gives Diffusion Inversion a space with within-class structure.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class UNetConfig:
     attn_resolutions: list[int] = field(default_factory=lambda: [8])  # feature-map sizes with self-attention
     dropout: float = 0.1
     attn_head_channels: int = 32
+    code_dim: int = 0  # >0: a per-image code from `encode(x_0)` shifts the class embedding (module docstring)
+    prediction: str = "eps"  # what the output is: the noise eps, or v (synthaug.objectives.diffusion)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +125,22 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+class CodeEncoder(nn.Module):
+    """x_0 [B,C,H,W] -> z [B, code_dim] in (-1, 1): three strided convolutions, global pooling, tanh (bounded, so
+    that inversion, interpolation and perturbation stay in the region the U-Net was trained on)."""
+
+    def __init__(self, channels: int, base: int, code_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, base, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(base, 2 * base, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * base, 4 * base, 4, stride=2, padding=1), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * base, code_dim), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class _Level(nn.Module):
     """One resolution of the encoder or decoder: residual blocks, each optionally followed by attention."""
 
@@ -140,6 +164,11 @@ class UNet(nn.Module):
         self.null_label = cfg.num_classes
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim)
+        if cfg.code_dim < 0:
+            raise ValueError(f"code_dim must be >= 0, got {cfg.code_dim}")
+        if cfg.code_dim:
+            self.code_encoder = CodeEncoder(cfg.channels, base, cfg.code_dim)
+            self.code_proj = nn.Linear(cfg.code_dim, emb_dim, bias=False)  # no bias: z = 0 is the class point
 
         def attn(ch: int, res: int) -> nn.Module:
             return SelfAttention(ch, cfg.attn_head_channels) if res in cfg.attn_resolutions else nn.Identity()
@@ -185,12 +214,30 @@ class UNet(nn.Module):
         """Conditioning vectors [B, cond_dim] of labels y [B]; y == num_classes is the null label."""
         return self.label_emb(y)
 
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Per-image codes z [B, code_dim] of clean images x0 [B,C,H,W] in [-1, 1] (needs code_dim > 0)."""
+        if not self.cfg.code_dim:
+            raise ValueError("this U-Net has no per-image code (code_dim 0)")
+        return self.code_encoder(x0)
+
+    def condition(self, y: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditioning vectors [B, cond_dim]: the class embedding of y, shifted by W code where a code is given."""
+        c = self.class_embedding(y)
+        if code is None:
+            return c
+        if not self.cfg.code_dim or code.shape != (len(y), self.cfg.code_dim):
+            raise ValueError(f"code must be [{len(y)}, {self.cfg.code_dim}], got {list(code.shape)}")
+        return c + self.code_proj(code.to(c.dtype))
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-                cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Predict eps from x_t [B,C,H,W] and integer timesteps t [B], conditioned on labels y or vectors cond."""
+                cond: torch.Tensor | None = None, code: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict eps (or v, per `cfg.prediction`) from x_t [B,C,H,W] and integer timesteps t [B], conditioned on
+        labels y (with optional per-image codes) or on conditioning vectors cond."""
         if (y is None) == (cond is None):
             raise ValueError("pass exactly one of y (labels) or cond (conditioning vectors)")
-        c = self.class_embedding(y) if cond is None else cond
+        if cond is not None and code is not None:
+            raise ValueError("a code shifts a label's embedding: pass it with y, not with cond")
+        c = self.condition(y, code) if cond is None else cond
         if c.shape != (x.shape[0], self.cond_dim):
             raise ValueError(f"conditioning must be [{x.shape[0]}, {self.cond_dim}], got {list(c.shape)}")
         emb = self.time_mlp(timestep_embedding(t, self.cfg.base_channels)) + c

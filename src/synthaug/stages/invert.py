@@ -13,7 +13,7 @@ from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
                                     seen_real_images, stage_command, write_metrics)
 from synthaug.storage import save_json, sha256_file
-from synthaug.tracking import GRID_ARTIFACT, stage_run
+from synthaug.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run
 from synthaug.training import fingerprint_of
 
 CHECKPOINT = MODELS / "dinv" / "checkpoint.pt"  # the learned vectors (+ optimiser state, for resuming)
@@ -44,7 +44,7 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
         save_json(PLOTS / "invert" / "dinv.json", result.history)
         curves = PLOTS / "invert" / "dinv.png"
         save_curves_png(curves, result.history, "invert: denoising loss of the learned embeddings")
-        run.log_artifact(curves)
+        run.log_artifact_as(curves, LOSS_ARTIFACT)  # one name in every run: compare view
         run.log_metrics(result.summary)
         if PREVIEW in result.images:  # absent with invert.preview_groups 0
             names = [meta["class_names"][group_labels[g]] for g in preview_rows(group_labels, p.preview_groups)]

@@ -15,7 +15,7 @@ from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, load_stage, require,
                                     seen_real_images, stage_command, write_metrics)
 from synthaug.storage import save_json
-from synthaug.tracking import stage_run
+from synthaug.tracking import LOSS_ARTIFACT, stage_run
 from synthaug.training import fingerprint_of
 
 
@@ -47,7 +47,7 @@ def train(family: str = typer.Argument(..., help=f"generator family: {', '.join(
         save_json(PLOTS / "train" / f"{family}.json", result.history)
         curves = PLOTS / "train" / f"{family}.png"
         save_curves_png(curves, result.history, f"train@{family}")
-        run.log_artifact(curves)
+        run.log_artifact_as(curves, LOSS_ARTIFACT)  # one name in every run: compare view
         summary = {"steps": result.steps, "train_images": len(seen), "generator_fraction": params.generator_fraction,
                    **result.summary}
         run.log_metrics(summary)
