@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthaug.nets.unet import UNet, UNetConfig
-from synthaug.objectives.diffusion import NoiseSchedule, eps_from_output
+from synthaug.generators.inversion import frozen_diffusion
+from synthaug.objectives.diffusion import eps_from_output
 from synthaug.runtime import make_runtime
 from synthaug.samplers import predict_x0
 from synthaug.stages.common import MODELS, REAL_DIR
-from synthaug.storage import load_checkpoint, load_state_strict
 from synthaug.training import to_model_range
 
 
@@ -31,18 +30,14 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def main(checkpoint: Path) -> None:
-    state = load_checkpoint(checkpoint, map_location="cpu")
     runtime = make_runtime("cpu", "fp32").for_inference()
-    schedule = NoiseSchedule.make(state["schedule"]["name"], int(state["schedule"]["timesteps"]))
-    net = UNet(UNetConfig(**state["config"]))
-    load_state_strict(net, state["trainable"]["ema"], checkpoint)
-    net = runtime.prepare(net).eval().requires_grad_(False)
+    net, schedule = frozen_diffusion(checkpoint, runtime)
     test = np.load(REAL_DIR / "test.npz", allow_pickle=False)
     pick = np.random.default_rng(0).choice(len(test["labels"]), 200, replace=False)
     x0, y = to_model_range(test["images"][pick]), torch.from_numpy(test["labels"][pick].astype(np.int64))
     gen = torch.Generator().manual_seed(1)
     T = schedule.timesteps
-    print(f"{checkpoint}: step {state['step']}, prediction {net.cfg.prediction}, {schedule.name} T={T}")
+    print(f"{checkpoint}: prediction {net.cfg.prediction}, {schedule.name} T={T}")
     for t in sorted(set(range(0, T, 10)) | set(range(T - 6, T))):
         tt = torch.full((len(y),), t)
         noise = torch.randn(x0.shape, generator=gen)

@@ -53,24 +53,20 @@ class DiffusionTrainable:
         self.ema_decay, self.label_dropout, self.code_dropout = ema_decay, label_dropout, code_dropout
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        net, prediction = self.net, self.net.cfg.prediction
-        if not net.cfg.code_dim:
-            def model(x_t, t, y):
-                with self.runtime.autocast():
-                    return net(x_t, t, y)
-            return diffusion_loss(model, self.schedule, images, labels, self.label_dropout, net.null_label,
-                                  prediction)
-        # With a per-image code: a dropped label drops the code too (the null condition is "nothing"), and a further
-        # share of images trains without its code, so that z = 0 (the class point) keeps meaning "any of the class".
-        y = drop_labels(labels, self.label_dropout, net.null_label)
-        keep = (torch.rand(len(y), device=y.device) >= self.code_dropout) & (y != net.null_label)
-        with self.runtime.autocast():
-            code = net.encode(images) * keep[:, None].to(images.dtype)
-
-        def coded(x_t, t, y_in):
+        net, labels_in, dropout, code = self.net, labels, self.label_dropout, None
+        if net.cfg.code_dim:
+            # A dropped label drops the code too (the null condition is "nothing"), and a further share of images
+            # trains without its code, so that z = 0 (the class point) keeps meaning "any of the class". Without
+            # codes the labels are dropped inside diffusion_loss, as before (the same random stream).
+            labels_in, dropout = drop_labels(labels, self.label_dropout, net.null_label), 0.0
+            keep = (torch.rand(len(labels), device=labels.device) >= self.code_dropout) & (labels_in != net.null_label)
             with self.runtime.autocast():
-                return net(x_t, t, y_in, code=code)
-        return diffusion_loss(coded, self.schedule, images, y, 0.0, net.null_label, prediction)
+                code = net.encode(images) * keep[:, None].to(images.dtype)
+
+        def model(x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with self.runtime.autocast():
+                return net(x_t, t, y, code=code)
+        return diffusion_loss(model, self.schedule, images, labels_in, dropout, net.null_label, net.cfg.prediction)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
         self.net.train()
@@ -135,9 +131,13 @@ class DiffusionSampleFn:
         self.images, self.seconds = 0, 0.0
         self.image_shape = (net.cfg.channels, net.cfg.image_size, net.cfg.image_size)
 
-    def _eps(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The U-Net conditioned on c: class labels here (vectors in Diffusion Inversion's subclass)."""
+        return self.net(self.runtime.batch(x), t, c)
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         with self.runtime.autocast():
-            out = self.net(self.runtime.batch(x), t, y)
+            out = self._forward(x, t, c)
         return eps_from_output(out.float(), x, t, self.sampler.schedule, self.net.cfg.prediction)
 
     @property

@@ -85,12 +85,10 @@ class InversionTrainable:
     """
 
     def __init__(self, net: UNet, schedule: NoiseSchedule, runtime: Runtime, init: torch.Tensor, lr: float,
-                 total_steps: int, group_labels: torch.Tensor | None = None):
+                 total_steps: int, group_labels: torch.Tensor):
         self.net, self.schedule, self.runtime = net, schedule, runtime
         self.space = ConditionSpace(net)
-        if net.cfg.code_dim and group_labels is None:
-            raise ValueError("a U-Net with per-image codes needs the groups' labels to turn codes into conditioning")
-        self.group_labels = None if group_labels is None else group_labels.to(runtime.device)
+        self.group_labels = group_labels.to(runtime.device)  # codes become conditioning through their class
         self.embeddings = torch.nn.Embedding.from_pretrained(init.detach().float().clone(), freeze=False,
                                                              sparse=True).to(runtime.device)
         self.opt = torch.optim.SparseAdam(list(self.embeddings.parameters()), lr=lr)
@@ -101,8 +99,7 @@ class InversionTrainable:
             return self.net(x_t, t, cond=cond)
 
     def train_step(self, images: torch.Tensor, groups: torch.Tensor, step: int) -> dict[str, float]:
-        vectors = self.embeddings(groups)
-        cond = vectors if self.group_labels is None else self.space.to_cond(vectors, self.group_labels[groups])
+        cond = self.space.to_cond(self.embeddings(groups), self.group_labels[groups])
         # diffusion_loss passes its "labels" to the model untouched when label dropout is 0: here they are vectors.
         loss = diffusion_loss(self._model, self.schedule, images, cond, 0.0, -1, self.net.cfg.prediction)
         self.opt.zero_grad(set_to_none=True)
@@ -190,10 +187,8 @@ class InversionSampleFn(DiffusionSampleFn):
         super().__init__(net, sampler, runtime, guidance_scale, compile, progress)
         self.conditioner = conditioner
 
-    def _eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        with self.runtime.autocast():
-            out = self.net(self.runtime.batch(x), t, cond=cond)
-        return eps_from_output(out.float(), x, t, self.sampler.schedule, self.net.cfg.prediction)
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net(self.runtime.batch(x), t, cond=c)
 
     @torch.no_grad()
     def sample_vectors(self, cond: torch.Tensor, gen: torch.Generator, null: torch.Tensor | None = None

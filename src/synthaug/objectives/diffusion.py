@@ -95,6 +95,11 @@ def drop_labels(y: torch.Tensor, p: float, null_label: int) -> torch.Tensor:
 PREDICTIONS = ("eps", "v")
 
 
+def check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction target '{prediction}' (known: {', '.join(PREDICTIONS)})")
+
+
 def v_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
     """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022, §4): the velocity target."""
     return abar.sqrt() * noise - (1 - abar).sqrt() * x0
@@ -105,10 +110,9 @@ def eps_from_output(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, sched
     """The network's output as a noise prediction, whatever it was trained to predict, so that the samplers only
     ever see eps: for v, eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v (substitute x_t = sqrt(abar) x_0 +
     sqrt(1 - abar) eps into v's definition). Computed in fp32."""
+    check_prediction(prediction)
     if prediction == "eps":
         return out
-    if prediction != "v":
-        raise ValueError(f"unknown prediction target '{prediction}' (known: {', '.join(PREDICTIONS)})")
     abar = schedule.gather(schedule.alphas_cumprod, t, x_t.float())
     return (1 - abar).sqrt() * x_t.float() + abar.sqrt() * out.float()
 
@@ -124,8 +128,7 @@ def diffusion_loss(model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], t
     error bounded at every t. `model(x_t, t, y)` may run under autocast; its output is upcast before the loss.
     Randomness (t, eps, dropped labels) comes from torch's global RNG, which the training checkpoint saves.
     """
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction target '{prediction}' (known: {', '.join(PREDICTIONS)})")
+    check_prediction(prediction)
     t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=x0.device)
     noise = torch.randn_like(x0)
     x_t = schedule.q_sample(x0, t, noise)
