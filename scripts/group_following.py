@@ -1,8 +1,9 @@
 """Does the study's Diffusion Inversion follow its groups? Issue 13's figure (`synthaug.metrics.group_following`) on
 the `invert` checkpoint: per inverted group, N samples from its learned vector and N from its class embedding from
 the same start noise (DDIM, eta 0, the `ddim` section's steps, no perturbation or interpolation), scored by their
-distance to the centroid of the group's real images in Inception feature space (and in pixel space). Not a
-pipeline stage yet: a measurement behind the issue-13 reading in the notes, until inversion is rebuilt.
+distance to the centroid of the group's real images in Inception feature space (and in pixel space). The `invert`
+stage logs the same Inception figure (`follows_*` in metrics/invert.json, `invert.follow_samples`); this script
+re-scores a checkpoint with another N or fewer groups and adds the pixel-space figure.
 
     python scripts/group_following.py [N=8] [GROUPS=0 (all)]
 
@@ -20,14 +21,11 @@ import torch
 
 from synthaug.config import load_params
 from synthaug.data.real import load_prepared
-from synthaug.generators.inversion import ConditionSpace, InversionSampleFn, frozen_diffusion
-from synthaug.metrics.fid import activations, load_inception
-from synthaug.metrics.group_following import group_following
+from synthaug.generators.inversion import ConditionSpace, vector_sampler, frozen_diffusion, group_samples
+from synthaug.metrics.group_following import group_following, inception_following
 from synthaug.runtime import make_runtime
-from synthaug.samplers import DDIMSampler
 from synthaug.stages.common import MODELS, REAL_DIR
 from synthaug.storage import load_checkpoint
-from synthaug.training import to_uint8
 
 
 def main(n: int, limit: int) -> None:
@@ -41,31 +39,21 @@ def main(n: int, limit: int) -> None:
     with torch.no_grad():  # both as conditioning vectors (learned codes map to class + W z)
         vectors = ConditionSpace(net).to_cond(vectors, labels).float()
         class_vectors = net.class_embedding(labels).float()
-    sample_fn = InversionSampleFn(net, DDIMSampler(schedule, params.ddim.steps, eta=0.0), runtime, 1.0, False,
-                                  progress=False)
     train = load_prepared(REAL_DIR, "train")
     groups = range(len(members)) if limit <= 0 else range(min(limit, len(members)))
     start = time.perf_counter()
-    real, own, by_class = [], [], []
-    for g in groups:
-        real.append(train.images[members[g]])
-        for vec, out in ((vectors, own), (class_vectors, by_class)):
-            out.append(to_uint8(sample_fn.sample_vectors(vec[[g] * n], torch.Generator().manual_seed(g))))
+    sample_fn = vector_sampler(net, schedule, runtime, params.ddim.steps)
+    own, by_class = group_samples(sample_fn, vectors, class_vectors, groups, n, params.seed)
+    real = [train.images[members[g]] for g in groups]
     sampled = time.perf_counter() - start
-    sizes = [len(r) for r in real] + [n] * (2 * len(real))
-    inception = load_inception(params.fid.dims, runtime)  # features, not an FID: any image count will do
-    feats = activations(np.concatenate(real + own + by_class), inception, runtime, params.fid.batch_size)
-    parts = np.split(feats, np.cumsum(sizes)[:-1])
-    k = len(real)
-    print(f"{k} groups of {members.shape[1]} real images, {n} samples per group and conditioning, DDIM "
+    figures = {"inception": inception_following(real, own, by_class, params.fid.dims, runtime, params.fid.batch_size),
+               "pixels": group_following(*([x.astype(np.float64) for x in part] for part in (real, own, by_class)))}
+    print(f"{len(real)} groups of {members.shape[1]} real images, {n} samples per group and conditioning, DDIM "
           f"{params.ddim.steps} steps (sampling {sampled:.0f} s, "
           f"features {time.perf_counter() - start - sampled:.0f} s)")
-    pixels = [x.astype(np.float64) for x in real + own + by_class]
-    for space, values in (("inception", parts), ("pixels", pixels)):
-        r, o, c = values[:k], values[k:2 * k], values[2 * k:]
-        f = group_following(r, o, c)
+    for space, f in figures.items():
         print(f"{space}: margin {f['margin']:+.4f} +- {f['margin_ci95']:.4f} (95 % t over groups), own samples "
-              f"closer in {f['follows_share']:.3f} of groups; mean distance own {f['distance_own']:.3f}, class "
+              f"closer in {f['share']:.3f} of groups; mean distance own {f['distance_own']:.3f}, class "
               f"{f['distance_class']:.3f}")
 
 

@@ -64,6 +64,7 @@ def compare_artifact(driver, base: str, experiment_id: str, run_ids: list[str], 
     from selenium.webdriver.common.by import By
 
     runs = json.dumps(run_ids).replace(" ", "")
+    driver.get("about:blank")  # a new hash on the same page would keep the single-page app's previous runs
     driver.get(f"{base}/#/compare-runs?runs={runs}&experiments={json.dumps([experiment_id])}")
     wait_for(driver, lambda d: artifact in page_text(d), f"the common artifact {artifact}", failed_shot=failed_shot)
     for entry in driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{artifact}']"):

@@ -38,29 +38,33 @@ def _grid(path: Path, shade: int) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """An MLflow store holding a `sample@S` run per source (grid as GRID_ARTIFACT) and a `fid@S` run (FID, KID),
-    served by `python -m synthaug ui` on a free localhost port. Yields (base URL, printed link, {source: sample
-    run id})."""
+    """An MLflow store holding a `sample@S` run per source (grid as GRID_ARTIFACT), a `fid@S` run (FID, KID) and a
+    `train@F` run per family (loss curves as LOSS_ARTIFACT), served by `python -m synthaug ui` on a free localhost
+    port. Yields (base URL, printed link, {source: sample run id}, {family: train run id})."""
     root = tmp_path_factory.mktemp("ui-store")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(DVC_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
     script = (
         "import sys, json\n"
-        "from synthaug.tracking import GRID_ARTIFACT, stage_run\n"
-        "ids = {}\n"
+        "from synthaug.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run\n"
+        "ids, trained = {}, {}\n"
+        "for f in sys.argv[2:]:\n"
+        "    with stage_run(f'train@{f}', 'digits', params={'family': f}) as run:\n"
+        "        run.log_artifact_as(f'{sys.argv[1]}/{f}.png', LOSS_ARTIFACT)\n"
+        "        trained[f] = run.run_id\n"
         "for i, s in enumerate(sys.argv[2:]):\n"
         "    with stage_run(f'sample@{s}', 'digits', params={'source': s}) as run:\n"
         "        run.log_artifact_as(f'{sys.argv[1]}/{s}.png', GRID_ARTIFACT)\n"
         "        ids[s] = run.run_id\n"
         "    with stage_run(f'fid@{s}', 'digits', params={'source': s}) as run:\n"
         "        run.log_metrics({'fid': 30.25 - 10 * i, 'kid': 0.5 - 0.125 * i})\n"
-        "print(json.dumps(ids))\n")
+        "print(json.dumps([ids, trained]))\n")
     for i, s in enumerate(SOURCES):
         _grid(root / f"{s}.png", i)
-    ids = json.loads(subprocess.run([sys.executable, "-c", script, str(root), *SOURCES], cwd=root, env=env,
-                                    capture_output=True, text=True, check=True).stdout)
+    ids, trained = json.loads(subprocess.run([sys.executable, "-c", script, str(root), *SOURCES], cwd=root,
+                                             env=env, capture_output=True, text=True, check=True).stdout)
     with ui_server(root) as (_, link, base):
-        yield base, link, ids
+        yield base, link, ids, trained
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +74,13 @@ def browser():
 
 
 def test_link_lands_on_the_runs_table_with_every_run(server, browser):
-    base, link, ids = server
+    base, link, ids, trained = server
     browser.get(link)
     # the runs table of the model-training view: its "Run Name" column, a row per run, the count under it
     wait_for(browser, lambda d: all(f"sample@{s}" in page_text(d) for s in SOURCES), "runs table with every run",
              failed_shot=SHOTS / "failed-runs-table.png")
     text = page_text(browser)
-    assert "Run Name" in text and f"{2 * len(SOURCES)} matching runs" in text, text[:2000]
+    assert "Run Name" in text and f"{3 * len(SOURCES)} matching runs" in text, text[:2000]
     assert "No data available" not in text  # what MLflow's GenAI overview shows for this experiment
     assert screenshot(browser, SHOTS / "runs-table.png").stat().st_size > 0
 
@@ -84,13 +88,14 @@ def test_link_lands_on_the_runs_table_with_every_run(server, browser):
 def test_saved_fid_view_shows_the_fid_runs_with_their_fid_column_best_first(server, browser):
     from synthaug.ui import runs_link
 
-    base, link, ids = server
+    base, link, ids, trained = server
     exp_id = link.split("/experiments/")[1].split("/")[0]
     browser.get(runs_link(base, exp_id, "synthaug-fid"))
     wait_for(browser, lambda d: all(f"fid@{s}" in page_text(d) for s in SOURCES), "the fid runs",
              failed_shot=SHOTS / "failed-fid-view.png")
     text = page_text(browser)
-    assert f"{len(SOURCES)} matching runs" in text and "sample@" not in text, text[:2000]  # the view's filter
+    # the view's filter: the fid runs alone
+    assert f"{len(SOURCES)} matching runs" in text and "sample@" not in text and "train@" not in text, text[:2000]
     assert "10.25" in text and "0.25" in text  # its FID and KID columns (ddim's values)
     rows = [next(i for i, line in enumerate(text.splitlines()) if f"fid@{s}" in line) for s in SOURCES]
     assert rows == sorted(rows, reverse=True), text[:2000]  # ordered by FID, lowest (ddim) first
@@ -98,7 +103,7 @@ def test_saved_fid_view_shows_the_fid_runs_with_their_fid_column_best_first(serv
 
 
 def test_compare_view_shows_every_sample_grid_side_by_side(server, browser):
-    base, link, ids = server
+    base, link, ids, trained = server
     exp_id = link.split("/experiments/")[1].split("/")[0]
     try:
         compare_artifact(browser, base, exp_id, list(ids.values()), "grid.png",
@@ -107,3 +112,11 @@ def test_compare_view_shows_every_sample_grid_side_by_side(server, browser):
         print("images on the page:", browser.execute_script(
             "return Array.from(document.images).map(i => [i.src.slice(0, 120), i.complete, i.naturalWidth])"))
     assert screenshot(browser, SHOTS / "compare-grids.png").stat().st_size > 0
+
+
+def test_compare_view_shows_every_training_runs_loss_curves_side_by_side(server, browser):
+    base, link, ids, trained = server
+    exp_id = link.split("/experiments/")[1].split("/")[0]
+    compare_artifact(browser, base, exp_id, list(trained.values()), "loss_curves.png",
+                     failed_shot=SHOTS / "failed-compare-curves.png")
+    assert screenshot(browser, SHOTS / "compare-loss-curves.png").stat().st_size > 0

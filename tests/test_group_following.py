@@ -23,10 +23,10 @@ def _groups(rng, n_groups=6, dims=4):
 def test_samples_at_their_group_follow_it_and_the_class_prototype_does_not():
     real, near, far = _groups(np.random.default_rng(0))
     follows = group_following(real, near, far)
-    assert follows["follows_share"] == 1.0 and follows["margin"] > 0.5 and follows["margin_ci95"] < follows["margin"]
+    assert follows["share"] == 1.0 and follows["margin"] > 0.5 and follows["margin_ci95"] < follows["margin"]
     assert follows["distance_own"] < follows["distance_class"] and follows["groups"] == 6
     swapped = group_following(real, far, near)  # learned vectors that land on the prototype: no better
-    assert swapped["follows_share"] == 0.0 and swapped["margin"] < 0
+    assert swapped["share"] == 0.0 and swapped["margin"] < 0
 
 
 def test_group_following_by_hand():
@@ -36,6 +36,6 @@ def test_group_following_by_hand():
     assert group_distances(real[0], own[0]) == 1.0
     f = group_following(real, own, cls)
     assert f["margin"] == pytest.approx(0.75) and math.isnan(f["margin_ci95"])  # one group: no interval
-    assert (f["distance_own"], f["distance_class"], f["follows_share"]) == (1.0, 4.0, 1.0)
+    assert (f["distance_own"], f["distance_class"], f["share"]) == (1.0, 4.0, 1.0)
     with pytest.raises(ValueError, match="same positive number of groups"):
         group_following(real, own, [])

@@ -168,7 +168,10 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     for sampler in ("ddpm", "ddim", "dinv"):
         assert by_name[f"sample@{sampler}"].data.metrics["seconds_per_image"] > 0
     invert = by_name["invert"]
-    assert {"loss", "loss_learned", "loss_class_embedding"} <= set(invert.data.metrics)
+    # with the "follows its group" figure (issue 13), in MLflow and in metrics/invert.json
+    follows = {"follows_margin", "follows_margin_ci95", "follows_share"}
+    assert {"loss", "loss_learned", "loss_class_embedding"} | follows <= set(invert.data.metrics)
+    assert follows <= set(json.loads((dest / "metrics" / "invert.json").read_text()))
     assert "loss_curves.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
     assert "grid.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
     assert by_name["sample@dinv"].data.params["sampler.sampler"] == "ddim"

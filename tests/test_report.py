@@ -235,3 +235,28 @@ def test_the_gradcam_section_reads_every_arm_against_real():
     assert "0.600 | 0.300 | 0.010 / 0.200 |" in vae
     assert any(line.startswith("| real (reference) | 0.800 |") for line in lines)
     assert any(line.startswith("| all (real+all) | 0.700 (-0.100 ± 0.050 *)") for line in lines)
+
+
+def test_dinv_reports_whether_it_follows_its_groups(metrics):
+    """metrics/invert.json's figure joins dinv's source entry, its sentence in the markdown and the headline."""
+    for seed, a in enumerate([0.72, 0.73, 0.74]):
+        save_json(metrics / "classify" / arm_slug("real+dinv") / f"{run_slug(0.1, seed)}.json",
+                  _record("real+dinv", 0.1, seed, a, 6000, 2500))
+        save_json(metrics / "classify" / arm_slug("synth:dinv") / f"{run_slug(None, seed)}.json",
+                  _record("synth:dinv", None, seed, 0.4, 0, 2500))
+    save_json(metrics / "fid" / "dinv.json", {"fid": 60.0, "kid": 0.03, "num_images": 2500, "dims": 2048,
+                                              "ref_split": "test"})
+    save_json(metrics / "sample" / "dinv.json", {"diversity_ratio": 1.0, "saturated_share": 0.0})
+    params = build(Params, {"fractions": [0.1], "real_fractions": [0.01, 1.0], "generator_fraction": 0.1,
+                            "sources": ["vae", "gan", "dinv"], "classify": {"seeds": [0, 1, 2]}}, "")
+    context = {**CONTEXT, "sources": ["vae", "gan", "dinv"]}
+    without = summarise(collect(metrics, params), context)  # an older study: no figure, no sentence
+    assert "follows_margin" not in without["sources"]["dinv"] and "follow its groups" not in markdown(without)
+    save_json(metrics / "invert.json", {"steps": 600, "follows_margin": 0.125, "follows_margin_ci95": 0.025,
+                                        "follows_share": 0.75, "follows_groups": 60.0, "loss_learned": 0.05})
+    s = summarise(collect(metrics, params), context)
+    assert s["sources"]["dinv"]["follows_margin"] == 0.125 and "follows_margin" not in s["sources"]["vae"]
+    assert ("Does dinv follow its groups? Samples from a group's learned vector sit +12.50 % ± 2.50 (95 % CI over "
+            "60 groups) closer") in markdown(s)
+    assert "closer in 75.00 % of groups" in markdown(s)
+    assert headline_metrics(s)["follows_margin.dinv"] == 0.125

@@ -119,6 +119,8 @@ class InvertParams:
     log_every: int = field(default=50, metadata=rng(ge=1))
     preview_groups: int = field(default=1, metadata=rng(ge=0, le=16))  # per class, in the real-vs-sample grid
     preview_steps: int = field(default=25, metadata=rng(ge=1, le=10000))  # DDIM steps of that grid
+    # samples per group and conditioning for the "follows its group" figure (DDIM with the `ddim` steps); 0: skip
+    follow_samples: int = field(default=8, metadata=rng(ge=0, le=4096))
 
 
 @dataclass

@@ -41,7 +41,9 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
     runs = [load_json(_record(metrics_dir, arm, f, s)) for arm in arms for f, s in arm_runs(arm, params)]
     analysis = metrics_dir / "analysis.json"  # absent while a study in progress has not run `analyse` yet
     gradcam = metrics_dir / "gradcam.json"  # likewise for `gradcam`
+    invert = metrics_dir / "invert.json"  # dinv's "follows its group" figure (absent in older studies)
     return {"runs": runs,
+            "invert": load_json(invert) if "dinv" in sources and invert.is_file() else {},
             "gradcam": load_json(gradcam) if gradcam.is_file() else {},
             "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources},
             "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in sources},
@@ -51,6 +53,8 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
 
 # The `analyse` stage's per-source scores the report shows (metrics/analysis.json holds them as `key.source`).
 ANALYSIS_KEYS = ("precision", "recall", "density", "coverage", "kid_class_mean", "line_orientation_tv")
+# metrics/invert.json's "follows its group" figure (synthaug.metrics.group_following), shown for dinv.
+FOLLOWS_KEYS = ("follows_margin", "follows_margin_ci95", "follows_share", "follows_groups")
 # Every per-source quality score whose rank correlation with the gain the report gives.
 CORRELATED = ("fid", "kid", "label_fidelity", "precision", "recall", "density", "coverage")
 
@@ -99,6 +103,8 @@ def summarise(inputs: dict, context: dict) -> dict:
                       "saturated_share": inputs["sample"][s].get("saturated_share"),
                       "synthetic_only": synth and synth["accuracy"], "synthetic_only_ci95": synth and synth["ci95"],
                       **{k: inputs["analysis"].get(f"{k}.{s}") for k in ANALYSIS_KEYS}}
+    if "dinv" in sources:  # does inversion follow its groups? (the `invert` stage's figure, issue 13)
+        sources["dinv"].update({k: v for k, v in inputs.get("invert", {}).items() if k in FOLLOWS_KEYS})
     for s, q in sources.items():  # the gain at the headline fraction, which quality is compared against
         head = _cell(cells, f"real+{s}", context["headline_fraction"]) or {}
         q.update(gain=head.get("gain"), gain_ci95=head.get("gain_ci95"))
@@ -281,6 +287,13 @@ def markdown(summary: dict) -> str:
                    f"{pts(q['gain'], True)} | {pts(q['gain_ci95'])} |")
     out.append(f"| held-out real (reference) | - | - | {_num(ref['label_fidelity'])} | 1.00 | "
                f"{_pct(ref.get('saturated_share'))} | - | - | - |")
+    inv = summary["sources"].get("dinv", {})
+    if inv.get("follows_margin") is not None:
+        out += ["", f"Does dinv follow its groups? Samples from a group's learned vector sit "
+                f"{pts(inv['follows_margin'], True)} % ± {pts(inv.get('follows_margin_ci95'))} (95 % CI over "
+                f"{inv.get('follows_groups', 0):.0f} groups) closer to that group's real images than samples from its "
+                f"class embedding from the same noise (distance to the group's centroid in Inception features); "
+                f"closer in {pts(inv.get('follows_share'))} % of groups (`synthaug.metrics.group_following`)."]
     out += ["", "| rank correlation across sources | Spearman rho | p | sources |", "|---|---|---|---|"]
     for name, (rho, p, n) in summary["correlation"].items():
         out.append(f"| {name.replace('_vs_', ' vs ').replace('_', ' ')} | {_num(rho)} | {_num(p)} | {n} |")
@@ -339,6 +352,8 @@ def headline_metrics(summary: dict) -> dict[str, float]:
     """Flat figures to compare experiments by (the report's MLflow run)."""
     out = {f"fid.{s}": q["fid"] for s, q in summary["sources"].items()}
     out.update({f"kid.{s}": q["kid"] for s, q in summary["sources"].items() if q.get("kid") is not None})
+    out.update({f"follows_margin.{s}": q["follows_margin"] for s, q in summary["sources"].items()
+                if q.get("follows_margin") is not None})
     for c in summary["cells"]:
         key = f"{c['arm']}.f{fraction_key(c['fraction'])}" if c["fraction"] is not None else c["arm"]
         out[f"accuracy.{key}"] = c["accuracy"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -207,11 +207,18 @@ class InversionSampleFn(DiffusionSampleFn):
         return self.sample_vectors(self.conditioner(labels, gen), gen, self.conditioner.null)
 
 
+# (real images per group, samples from each group's vector, from its class embedding) -> figures (issue 13)
+GroupScorer = Callable[[list[np.ndarray], list[np.ndarray], list[np.ndarray]], dict[str, float]]
+
+
 def invert(images: np.ndarray, members: np.ndarray, group_labels: np.ndarray, diffusion_checkpoint: Path,
            params: Params, runtime: Runtime, checkpoint: Path, log_metrics: Callable[[dict, int], None],
-           fingerprint: str = "") -> TrainResult:
+           fingerprint: str = "", score_groups: GroupScorer | None = None) -> TrainResult:
     """Learn one vector per group (`members` [G, S] indexes `images`, uint8 [N,H,W,C]), resuming from
-    `checkpoint`; returns the loss history, the learned-vs-class loss comparison and a preview grid."""
+    `checkpoint`; returns the loss history, the learned-vs-class loss comparison and a preview grid. With
+    `score_groups` and `invert.follow_samples` > 0, also whether samples follow their group: `score_groups` gets
+    every group's real images and `follow_samples` samples from its vector and from its class embedding (same
+    noise), and its figures join the summary as `follows_<name>`."""
     p = params.invert
     net, schedule = frozen_diffusion(diffusion_checkpoint, runtime)
     groups = torch.from_numpy(group_labels)
@@ -238,6 +245,12 @@ def invert(images: np.ndarray, members: np.ndarray, group_labels: np.ndarray, di
     by_class = denoising_loss(net, schedule, runtime, x0, class_vectors[rows], params.seed)
     summary = {"final_loss": history[-1]["loss"], "groups": float(len(members)), "loss_learned": learned,
                "loss_class_embedding": by_class, "loss_ratio": learned / by_class}
+    if score_groups is not None and p.follow_samples > 0:
+        sample_fn = vector_sampler(net, schedule, runtime, params.ddim.steps)
+        own_samples, class_samples = group_samples(sample_fn, vectors, class_vectors, range(len(members)),
+                                                   p.follow_samples, params.seed)
+        figures = score_groups([images[m] for m in members], own_samples, class_samples)
+        summary.update({f"follows_{k}": v for k, v in figures.items()})
     grid = preview_grid(net, schedule, runtime, images, members, group_labels, vectors, class_vectors,
                         p.preview_groups, p.preview_steps, params.seed)
     return TrainResult(steps=p.steps, history=history, summary=summary,
@@ -249,6 +262,23 @@ def preview_rows(group_labels: np.ndarray, per_class: int) -> list[int]:
     return [int(g) for k in np.unique(group_labels) for g in np.flatnonzero(group_labels == k)[:per_class]]
 
 
+def vector_sampler(net: UNet, schedule: NoiseSchedule, runtime: Runtime, steps: int) -> InversionSampleFn:
+    """Deterministic DDIM (eta 0, no guidance) from given conditioning vectors: previews and the follows figure."""
+    return InversionSampleFn(net, DDIMSampler(schedule, steps, eta=0.0), runtime, 1.0, False, progress=False)
+
+
+def group_samples(sample_fn: InversionSampleFn, vectors: torch.Tensor, class_vectors: torch.Tensor,
+                  groups: Iterable[int], n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per group g: `n` uint8 samples from its vector and `n` from its class embedding, both from the same start
+    noise (seeded by seed + g), with no perturbation or interpolation: the two differ only in the vector."""
+    own, by_class = [], []
+    for g in groups:
+        rows = torch.tensor([g] * n)
+        for vecs, out in ((vectors, own), (class_vectors, by_class)):
+            out.append(to_uint8(sample_fn.sample_vectors(vecs.cpu()[rows], torch.Generator().manual_seed(seed + g))))
+    return own, by_class
+
+
 def preview_grid(net: UNet, schedule: NoiseSchedule, runtime: Runtime, images: np.ndarray, members: np.ndarray,
                  group_labels: np.ndarray, vectors: torch.Tensor, class_vectors: torch.Tensor, per_class: int,
                  steps: int, seed: int) -> np.ndarray | None:
@@ -257,14 +287,10 @@ def preview_grid(net: UNet, schedule: NoiseSchedule, runtime: Runtime, images: n
     rows = preview_rows(group_labels, per_class)
     if not rows:
         return None
-    sample_fn = InversionSampleFn(net, DDIMSampler(schedule, steps, eta=0.0), runtime, 1.0, False, progress=False)
+    own, by_class = group_samples(vector_sampler(net, schedule, runtime, steps), vectors, class_vectors, rows,
+                                  PREVIEW_IMAGES, seed)
     n_real = min(PREVIEW_IMAGES, members.shape[1])
-    tiles = []
-    for g in rows:
-        repeat = torch.tensor([g] * PREVIEW_IMAGES)
-        own = sample_fn.sample_vectors(vectors.cpu()[repeat], torch.Generator().manual_seed(seed))
-        cls = sample_fn.sample_vectors(class_vectors.cpu()[repeat], torch.Generator().manual_seed(seed))
-        tiles += [images[members[g, :n_real]], to_uint8(own), to_uint8(cls)]
+    tiles = [t for g, o, c in zip(rows, own, by_class) for t in (images[members[g, :n_real]], o, c)]
     cols = n_real + 2 * PREVIEW_IMAGES
     return class_grid(np.concatenate(tiles), np.repeat(np.arange(len(rows)), cols), len(rows), cols)
 

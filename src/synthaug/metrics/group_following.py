@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from synthaug.metrics.fid import activations, load_inception
+from synthaug.runtime import Runtime
 from synthaug.study_stats import mean_ci
 
 
@@ -32,5 +34,16 @@ def group_following(real: list[np.ndarray], own: list[np.ndarray], by_class: lis
     d_cls = np.array([group_distances(r, s) for r, s in zip(real, by_class)])
     margins = (d_cls - d_own) / np.maximum(d_cls, 1e-12)
     margin, ci = mean_ci(list(margins))
-    return {"margin": margin, "margin_ci95": ci, "follows_share": float((d_own < d_cls).mean()),
+    return {"margin": margin, "margin_ci95": ci, "share": float((d_own < d_cls).mean()),
             "distance_own": float(d_own.mean()), "distance_class": float(d_cls.mean()), "groups": float(len(real))}
+
+
+def inception_following(real: list[np.ndarray], own: list[np.ndarray], by_class: list[np.ndarray], dims: int,
+                        runtime: Runtime, batch_size: int = 50) -> dict[str, float]:
+    """`group_following` on uint8 images [N,H,W,C], in the FID network's `dims`-d feature space: the pipeline's
+    figure (stage `invert`, scripts/group_following.py). Features, not an FID: any image count will do."""
+    feats = activations(np.concatenate(real + own + by_class), load_inception(dims, runtime), runtime, batch_size,
+                        desc="follows")
+    parts = np.split(feats, np.cumsum([len(x) for x in real + own + by_class])[:-1])
+    k = len(real)
+    return group_following(parts[:k], parts[k:2 * k], parts[2 * k:])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 from synthaug.config import ConfigError, as_dict
 from synthaug.data.fractions import generator_indices
 from synthaug.data.groups import class_groups
@@ -9,7 +12,9 @@ from synthaug.data.real import load_meta, load_prepared
 from synthaug.generators import inversion
 from synthaug.generators.base import training_code
 from synthaug.generators.inversion import PREVIEW, invert as invert_groups, preview_rows
+from synthaug.metrics.group_following import inception_following
 from synthaug.plots import save_curves_png, save_grid_png
+from synthaug.stages.fid import fid_runtime  # Inception's precision, as the fid stage's
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
                                     seen_real_images, stage_command, write_metrics)
 from synthaug.storage import save_json, sha256_file
@@ -39,8 +44,12 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
     fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), str(runtime.device),
                                  code=training_code(inversion, __name__))
     with stage_run("invert", params.dataset.name, params=logged) as run:
+        # "follows its group" (issue 13) in the FID network's feature space, in fp32 as the fid stage
+        scorer = partial(inception_following, dims=params.fid.dims,
+                         runtime=fid_runtime(runtime, params.fid.precision), batch_size=params.fid.batch_size)
         result = invert_groups(split.images, members, group_labels, diffusion, params, runtime, CHECKPOINT,
-                               run.log_metrics, fingerprint=fingerprint)
+                               run.log_metrics, fingerprint=fingerprint, score_groups=scorer)
+        result.summary = {k: v for k, v in result.summary.items() if math.isfinite(v)}  # one group: no interval
         save_json(PLOTS / "invert" / "dinv.json", result.history)
         curves = PLOTS / "invert" / "dinv.png"
         save_curves_png(curves, result.history, "invert: denoising loss of the learned embeddings")
@@ -55,3 +64,8 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
                                             "generator_fraction": params.generator_fraction, **result.summary})
     print(f"invert: {len(group_labels)} groups of {p.group_size}; denoising loss {result.summary['loss_learned']:.4f} "
           f"with learned embeddings vs {result.summary['loss_class_embedding']:.4f} with class embeddings")
+    if "follows_margin" in result.summary:
+        s = result.summary
+        print(f"invert: samples from a group's vector sit {100 * s['follows_margin']:+.1f} % "
+              f"(+- {100 * s.get('follows_margin_ci95', math.nan):.1f} %) closer to its real images than samples "
+              f"from its class embedding (Inception features; closer in {100 * s['follows_share']:.0f} % of groups)")
