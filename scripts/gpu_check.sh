@@ -9,7 +9,8 @@
 #    device and precision each stage's MLflow run recorded;
 # 3. every training loop's step at the laptop default's sizes (params.yaml) on the GPU: ms/step, images/s, model
 #    FLOP/s and its share of the GPU's measured matmul peak (benchmarks/loop_flops.py --device cuda);
-# 4. DDP: the stages do not use it yet (issue 16); the mechanism's torchrun test runs (2 CPU processes, gloo).
+# 4. data-parallel training: the torchrun tests (2 CPU processes, gloo), then, with 2 or more GPUs, `train vae`,
+#    `train diffusion` and `classify real` of the smoke profile with `processes` = the GPU count (NCCL), timed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] && . .venv/bin/activate
@@ -51,5 +52,22 @@ fi
 echo "== every training loop on the GPU at the laptop default's sizes (params.yaml)"
 python benchmarks/loop_flops.py --device cuda --params params.yaml --steps 20
 
-echo "== DDP: the stages do not use it yet (issue 16); the mechanism under torchrun (2 CPU processes, gloo)"
+echo "== data-parallel training under torchrun on the CPU (2 processes, gloo): tests/test_distributed.py"
 python -m pytest -q -p no:cacheprovider tests/test_distributed.py
+
+gpus=$(python -c "import torch; print(torch.cuda.device_count())")
+if [ "$gpus" -ge 2 ]; then
+  echo "== the same stages on $gpus GPUs (processes: $gpus, NCCL) against one GPU, smoke profile"
+  for n in 1 "$gpus"; do
+    ws="$work/ddp-$n"; mkdir -p "$ws"
+    sed -e 's/^device: .*/device: cuda/' -e "s/^processes: .*/processes: $n/" configs/smoke.yaml > "$ws/params.yaml"
+    (cd "$ws" && export DVC_ROOT="$ws" && python -m synthaug prepare >/dev/null 2>&1
+     for cmd in "train vae" "train diffusion" "classify real --seed 0"; do
+       start=$(date +%s.%N)
+       python -m synthaug $cmd > "$ws/log" 2>&1 || { tail -20 "$ws/log"; exit 1; }
+       echo "processes $n: $cmd $(python -c "print(f'{$(date +%s.%N) - $start:.1f} s')"); $(grep -h '^train@\|test accuracy' "$ws/log" | tail -1)"
+     done)
+  done
+else
+  echo "== one GPU: the NCCL path needs two (the torchrun tests above ran on the CPU)"
+fi

@@ -132,6 +132,18 @@ def test_leak_is_allowed_only_as_the_explicit_all_data_setting(write_params):
     assert prepared_fractions(p) == [0.25, 0.3, 0.5]  # real_fractions 0.25 of the smoke profile, and 0.3
 
 
+def test_processes_must_split_every_training_batch_evenly(write_params):
+    assert load_params(write_params({"processes": 2})).processes == 2  # the smoke batches are even
+    msg = _error(write_params({"processes": 2, "diffusion.batch_size": 33}))
+    assert "diffusion.batch_size: 33 does not split evenly over processes: 2" in msg
+    assert "classify.model.batch_size" in _error(write_params({"processes": 3, "vae.batch_size": 63,
+                                                               "gan.batch_size": 63, "lsgan.batch_size": 63,
+                                                               "wgan_gp.batch_size": 63,
+                                                               "diffusion.batch_size": 63,
+                                                               "invert.batch_size": 63}))
+    assert "processes: must be" in _error(write_params({"processes": 0}))
+
+
 def test_float_in_exponent_notation_is_a_number(write_params):
     """`lr: 1e-3` is a string to PyYAML (YAML 1.1) but the number a user (and DVC, YAML 1.2) means."""
     text = SMOKE.read_text().replace("lr: 0.002", "lr: 1e-3").replace("beta: 1.0", "beta: 5E-1")

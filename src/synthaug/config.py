@@ -235,6 +235,9 @@ class Params:
     classify: ClassifyParams = field(default_factory=ClassifyParams)
     analysis: AnalysisParams = field(default_factory=AnalysisParams)
     gradcam: GradCamParams = field(default_factory=GradCamParams)
+    # >1: the training stages (train, invert, classify) run data-parallel under torchrun with this many processes
+    # (one per GPU, NCCL; gloo on CPU); every global batch is split evenly between them (`synthaug.distributed`)
+    processes: int = field(default=1, metadata=rng(ge=1, le=1024))
 
     def check(self, at: str) -> None:
         if not self.fractions:
@@ -263,6 +266,13 @@ class Params:
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device: must be 'auto', 'cpu' or 'cuda[:N]', got '{self.device}'")
         self._check_image_size()
+        if self.processes > 1:
+            for key, section in (("vae", self.vae), ("gan", self.gan), ("lsgan", self.lsgan),
+                                 ("wgan_gp", self.wgan_gp), ("diffusion", self.diffusion), ("invert", self.invert),
+                                 ("classify.model", self.classify.model)):
+                if section.batch_size % self.processes:
+                    raise ConfigError(f"{key}.batch_size: {section.batch_size} does not split evenly over "
+                                      f"processes: {self.processes} (each process takes an equal share)")
 
     def _check_image_size(self) -> None:
         """Every generator family's constraint on the image size (their nets raise the same, but only at

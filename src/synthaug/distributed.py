@@ -11,6 +11,12 @@ Where one process's maths is not a mean over samples the results differ: BatchNo
 (the classifiers), and noise drawn inside a step (diffusion timesteps, GAN latents, augmentation) comes from each
 rank's own generator, seeded per rank (`seed_offset`). Logged losses are the mean over ranks.
 
+Every rank starts from rank 0's weights (`broadcast_modules`), and buffers (BatchNorm's running statistics, each
+rank's over its shard) are averaged at the end of training (`average_buffers`: exact for running means, a close
+estimate for running variances), so every rank ends with the same model. The stages (`training.run_training`)
+use all of this by themselves when they run under torchrun; `processes` in params.yaml makes a training stage's
+plain `python -m synthaug ...` command start torchrun itself (`relaunch`).
+
 Gradients are averaged by a hook on each parameter after its gradient is accumulated, not by
 `DistributedDataParallel`: the critics' gradient penalty (a double backward) and the GANs' alternating G/D passes
 are outside what DDP's reducer supports, and a hook after accumulation gives every family the same averaging,
@@ -20,7 +26,9 @@ than DDP's buckets; it is correct first.)
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -55,11 +63,27 @@ def from_env(environ: dict | None = None) -> Dist:
     return Dist(rank=int(env["RANK"]), world=world, local_rank=int(env.get("LOCAL_RANK", env["RANK"])))
 
 
+def relaunch(processes: int, argv: list[str] | None = None) -> None:
+    """Replace this process by `torchrun` running the same synthaug command in `processes` processes; nothing
+    when `processes` is 1 or this process already runs under torchrun. The process keeps its pid (exec), so DVC
+    waits on torchrun, which exits with the ranks' status."""
+    if processes <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    args = sys.argv[1:] if argv is None else argv
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "synthaug", *args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
+
+
 def init(dist: Dist, device_type: str) -> None:
-    """Join the process group (NCCL between GPUs, gloo on CPUs); torchrun provides the rendezvous address."""
+    """Join the process group (NCCL between GPUs, gloo on CPUs); torchrun provides the rendezvous address. The
+    group is left at exit."""
     if dist.active and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=dist.rank,
                                       world_size=dist.world)
+        atexit.register(shutdown)
 
 
 def shutdown() -> None:
@@ -91,6 +115,11 @@ def average_gradients(dist: Dist, modules: list[torch.nn.Module]) -> list:
         return []
 
     def hook(p: torch.Tensor) -> None:
+        if p.grad.is_sparse:  # an embedding table under SparseAdam (inversion): NCCL reduces dense tensors only
+            dense = p.grad.to_dense()
+            torch_dist.all_reduce(dense, op=torch_dist.ReduceOp.SUM)
+            p.grad = dense.div_(dist.world).to_sparse(1)  # the rows any rank touched, as one process would
+            return
         torch_dist.all_reduce(p.grad, op=torch_dist.ReduceOp.SUM)
         p.grad.div_(dist.world)
 
@@ -102,6 +131,29 @@ def average_gradients(dist: Dist, modules: list[torch.nn.Module]) -> list:
                 seen.add(id(p))
                 handles.append(p.register_post_accumulate_grad_hook(hook))
     return handles
+
+
+def broadcast_modules(dist: Dist, modules: list[torch.nn.Module]) -> None:
+    """Rank 0's parameters and buffers on every rank: all ranks start from the same weights."""
+    if not dist.active:
+        return
+    with torch.no_grad():
+        for m in modules:
+            for t in [*m.parameters(), *m.buffers()]:
+                torch_dist.broadcast(t.data, src=0)
+
+
+def average_buffers(dist: Dist, modules: list[torch.nn.Module]) -> None:
+    """The mean over ranks of every floating-point buffer (BatchNorm's running statistics, each rank's over its
+    shard); integer buffers (batch counters) are the same on every rank already."""
+    if not dist.active:
+        return
+    with torch.no_grad():
+        for m in modules:
+            for b in m.buffers():
+                if b.is_floating_point():
+                    torch_dist.all_reduce(b.data, op=torch_dist.ReduceOp.SUM)
+                    b.data.div_(dist.world)
 
 
 def mean_across(dist: Dist, values: dict[str, float]) -> dict[str, float]:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from synthaug import distributed
+
 log = logging.getLogger("synthaug")
 
 # MLflow 3 opens experiments in the GenAI view unless they say they are for model training.
@@ -182,6 +184,17 @@ class Tracker:
                 self.client.set_terminated(self.run_id, status=status)
 
 
+class NullTracker:
+    """What a data-parallel stage's other ranks log to: nothing (rank 0's run is the stage's one MLflow run)."""
+
+    run_id = group_id = None
+
+    def __getattr__(self, name: str):
+        if name.startswith(("log_", "set_")) or name in ("flush", "finish"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
 GROUP_TAG = "synthaug.dvc_exp"
 
 
@@ -207,6 +220,9 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
     """Open the MLflow run for one stage item (e.g. `train@vae`) in the dataset's experiment; with `parent`,
     as a child of that run (one classify stage item trains many classifiers, each its own child run). Inside a
     `dvc exp run` (DVC_EXP_NAME set), a stage run is a child of that experiment's group run."""
+    if not distributed.from_env().is_main:  # under torchrun: one run per stage item, rank 0's
+        yield NullTracker()
+        return
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # logs, with a trace, what we report

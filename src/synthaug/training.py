@@ -3,7 +3,9 @@
 A family supplies a `Trainable` (its nets, optimizers, EMA and one `train_step`); this module owns the
 rest. Batches are a pure function of (seed, step), and the checkpoint carries the step, the Trainable's
 state and every RNG state, so a killed run resumed from its last checkpoint continues exactly as an
-uninterrupted run would.
+uninterrupted run would. Under torchrun the same loop is data-parallel (`synthaug.distributed`): each process
+trains on its rows of every global batch, gradients are averaged, rank 0 alone writes checkpoints (holding
+every rank's RNG state) and logs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from synthaug.runtime import Runtime, rng_state, set_rng_state
+from synthaug import distributed
+from synthaug.runtime import Runtime, rng_state, seed_everything, set_rng_state
 from synthaug.storage import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("synthaug")
@@ -100,6 +103,13 @@ class EMA:
         self.module.load_state_dict(state)
 
 
+def trained_modules(trainable: Trainable) -> list[torch.nn.Module]:
+    """The nets a Trainable holds as attributes, EMA copies included: what data-parallel training keeps equal
+    across ranks. Gradients are averaged only for parameters that require them (not frozen nets, not EMA)."""
+    return [v.module if isinstance(v, EMA) else v for v in vars(trainable).values()
+            if isinstance(v, (torch.nn.Module, EMA))]
+
+
 def check_finite(losses: dict[str, float], step: int) -> None:
     bad = [k for k, v in losses.items() if not math.isfinite(v)]
     if bad:
@@ -119,6 +129,7 @@ def run_training(
     desc: str = "train",
     extra_state: Callable[[], dict] | None = None,
     fingerprint: str = "",
+    dist: distributed.Dist | None = None,
 ) -> list[dict[str, float]]:
     """Train to `total_steps`, resuming from `checkpoint` if it exists; returns the logged history.
 
@@ -127,36 +138,56 @@ def run_training(
     by the same run (see `fingerprint_of`): DVC keeps the file between runs (`persist: true`) so that a
     killed stage resumes, and a changed parameter or changed training code must start afresh.
     With `checkpoint=None` nothing is saved.
+
+    `dist` (default: torchrun's environment, one process without it): each rank trains on its rows of every
+    batch with gradients averaged; the logged losses are the ranks' mean; rank 0 writes the checkpoint, which
+    also records the process count and every rank's RNG state (`rank_rng`), so that the same count resumes it
+    exactly.
     """
+    dist = distributed.from_env() if dist is None else dist
+    modules = trained_modules(trainable)
     start, history = 0, []
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=runtime.device)
         why_not = _why_not_resumable(str(state.get("fingerprint", "")), fingerprint)
+        if why_not is None and int(state.get("processes", 1)) != dist.world:
+            why_not = f"by {int(state.get('processes', 1))} processes, not {dist.world}"
         if why_not is None:
             trainable.load_state_dict(state["trainable"])
-            set_rng_state(state["rng"])
+            set_rng_state(state["rank_rng"][dist.rank] if dist.active else state["rng"])
             start, history = int(state["step"]), list(state["history"])
             log.info("resuming %s from step %d of %d (%s)", desc, start, total_steps, checkpoint)
         else:
             log.warning("%s: %s was made %s; training from scratch", desc, checkpoint, why_not)
     if start >= total_steps:
         return history
+    if dist.active and start == 0:
+        # Same weights everywhere (the same seed built them; rank 0's win if not), then each rank its own noise.
+        distributed.broadcast_modules(dist, modules)
+        seed_everything(torch.initial_seed() + distributed.seed_offset(dist))
+    hooks = distributed.average_gradients(dist, modules)
 
     def save(step: int) -> None:
         if checkpoint is None:
             return
-        state = {"step": step, "trainable": trainable.state_dict(), "rng": rng_state(), "history": history,
+        ranks_rng = distributed.gather_objects(dist, rng_state())  # every rank takes part; rank 0 writes
+        if not dist.is_main:
+            return
+        state = {"step": step, "trainable": trainable.state_dict(), "rng": ranks_rng[0], "history": history,
                  "fingerprint": fingerprint}
+        if dist.active:
+            state.update(processes=dist.world, rank_rng=ranks_rng)
         if extra_state is not None:
             state.update(extra_state())
         save_checkpoint(checkpoint, state)
 
     window: dict[str, list[float]] = {}
     bar = tqdm(range(start, total_steps), desc=desc, initial=start, total=total_steps, dynamic_ncols=True,
-               mininterval=2.0)
+               mininterval=2.0, disable=not dist.is_main)
     for step in bar:
-        images, labels = stream.batch(step)
-        losses = trainable.train_step(runtime.batch(images), labels.to(runtime.device), step)
+        images, labels = distributed.shard(dist, *stream.batch(step))
+        losses = distributed.mean_across(
+            dist, trainable.train_step(runtime.batch(images), labels.to(runtime.device), step))
         check_finite(losses, step)
         for k, v in losses.items():
             window.setdefault(k, []).append(v)
@@ -170,7 +201,11 @@ def run_training(
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
             window = {}
         if at_checkpoint:
+            if done == total_steps:  # the final model: the same statistics on every rank (BatchNorm)
+                distributed.average_buffers(dist, modules)
             save(done)
+    for handle in hooks:
+        handle.remove()
     return history
 
 

@@ -23,7 +23,8 @@ from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_manifest, read_shards
 from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR,
-                                    classifier_weights, load_stage, require, stage_command, write_metrics)
+                                    classifier_weights, is_main_process, load_stage, require, stage_command,
+                                    write_metrics)
 from synthaug.storage import StorageError, load_json, save_checkpoint, save_json
 from synthaug.tracking import stage_run
 from synthaug.training import fingerprint_of
@@ -72,7 +73,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
     """Train and evaluate the arm's classifiers; writes metrics/classify/<arm>/ and metrics/classify/<arm>.json."""
     from synthaug.classification import ArmData, train_and_evaluate  # torchvision: import only when used
 
-    params, runtime = load_stage(params_path)
+    params, runtime = load_stage(params_path, data_parallel=True)
     with_real, sources = parse_arm(arm, params)
     runs = _selected(arm, params, fraction, seed)
     meta = load_meta(require(REAL_DIR, "prepare"))
@@ -91,6 +92,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
                                                         for s in sources}}
     settings = {"arm": arm, "sources": ",".join(sources), "synthetic_ratio": c.synthetic_ratio,
                 "classifier": as_dict(c.model), **runtime.describe()}
+    main = is_main_process()
     with stage_run(f"classify@{slug}", params.dataset.name, params={**settings, "runs": len(runs)},
                    tags={"arm": arm}) as parent:
         for f, s in runs:
@@ -115,6 +117,8 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
                                                     meta["num_classes"], c.model, c.synthetic_ratio, runtime, s,
                                                     run.log_metrics)
                 run.log_metrics(metrics)
+            if not main:  # under torchrun: every rank trains, rank 0 keeps the weights and the record
+                continue
             if record is not None and record["test_accuracy"] != round(metrics["test_accuracy"], 6):
                 # Retrained only for its missing weights, with the same fingerprint: it should reproduce its record.
                 log.warning("classify@%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly",
@@ -127,6 +131,8 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
             write_metrics(records_dir / f"{name}.json", {"arm": arm, "fraction": f, "seed": s, **metrics,
                                                          "fingerprint": fingerprint})
             print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")
+        if not main:
+            return
         if fraction is None and seed is None:  # a full run: drop records of runs the params no longer define
             wanted = {f"{run_slug(f, s)}.json" for f, s in runs}
             for stale in records_dir.glob("*.json"):

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import typer
 
+from synthaug import distributed
 from synthaug.config import ConfigError, Params, load_params
 from synthaug.runtime import Runtime, RuntimeConfigError, make_runtime, seed_everything
 from synthaug.storage import StorageError, save_json
@@ -78,13 +79,25 @@ def stage_command(fn: Callable) -> Callable:
     return wrapper
 
 
-def load_stage(params_path: str | Path) -> tuple[Params, Runtime]:
-    """Validated params and the runtime (device, precision) of a stage; seeds every RNG."""
+def load_stage(params_path: str | Path, data_parallel: bool = False) -> tuple[Params, Runtime]:
+    """Validated params and the runtime (device, precision) of a stage; seeds every RNG.
+
+    `data_parallel` (the training stages): with `processes` > 1 the command starts again under torchrun in that
+    many processes (`distributed.relaunch`, which does not return), and each of those joins the process group
+    here; only rank 0 then writes outputs and MLflow records (the stage checks `is_main_process()`)."""
     params = load_params(params_path)
+    if data_parallel:
+        distributed.relaunch(params.processes)
     runtime = make_runtime(params.device, params.precision)
+    distributed.init(distributed.from_env(), runtime.device.type)
     seed_everything(params.seed)
     log.info("runtime: %s", runtime.describe())
     return params, runtime
+
+
+def is_main_process() -> bool:
+    """False in torchrun's ranks other than 0: they train, but leave outputs and records to rank 0."""
+    return distributed.from_env().is_main
 
 
 def require(path: Path, made_by: str) -> Path:

@@ -15,8 +15,8 @@ from synthaug.generators.inversion import PREVIEW, invert as invert_groups, prev
 from synthaug.metrics.group_following import inception_following
 from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.fid import fid_runtime  # Inception's precision, as the fid stage's
-from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, load_stage, require,
-                                    seen_real_images, stage_command, write_metrics)
+from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, is_main_process,
+                                    load_stage, require, seen_real_images, stage_command, write_metrics)
 from synthaug.storage import save_json, sha256_file
 from synthaug.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run
 from synthaug.training import fingerprint_of
@@ -27,7 +27,7 @@ CHECKPOINT = MODELS / "dinv" / "checkpoint.pt"  # the learned vectors (+ optimis
 @stage_command
 def invert(params_path: str = PARAMS_OPTION) -> None:
     """Learn one embedding per group of `invert.group_size` real training images (resumes if killed)."""
-    params, runtime = load_stage(params_path)
+    params, runtime = load_stage(params_path, data_parallel=True)
     p = params.invert
     diffusion = require(MODELS / "diffusion" / "checkpoint.pt", "train@diffusion")
     meta = load_meta(require(REAL_DIR, "prepare"))
@@ -41,14 +41,17 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
     logged = {"invert": as_dict(p), "seed": params.seed, "groups": len(group_labels),
               **seen_real_images(members.ravel(), params.generator_fraction),
               **runtime.describe()}
-    fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), str(runtime.device),
+    fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), runtime.describe()["device"],
                                  code=training_code(inversion, __name__))
     with stage_run("invert", params.dataset.name, params=logged) as run:
         # "follows its group" (issue 13) in the FID network's feature space, in fp32 as the fid stage
         scorer = partial(inception_following, dims=params.fid.dims,
                          runtime=fid_runtime(runtime, params.fid.precision), batch_size=params.fid.batch_size)
+        main = is_main_process()  # under torchrun: every rank learns the vectors, rank 0 scores and writes
         result = invert_groups(split.images, members, group_labels, diffusion, params, runtime, CHECKPOINT,
-                               run.log_metrics, fingerprint=fingerprint, score_groups=scorer)
+                               run.log_metrics, fingerprint=fingerprint, score_groups=scorer if main else None)
+        if not main:
+            return
         result.summary = {k: v for k, v in result.summary.items() if math.isfinite(v)}  # one group: no interval
         save_json(PLOTS / "invert" / "dinv.json", result.history)
         curves = PLOTS / "invert" / "dinv.png"

@@ -12,8 +12,8 @@ from synthaug.data.fractions import generator_indices
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.generators.base import FAMILIES, GeneratorSpec, family_module, training_code
 from synthaug.plots import save_curves_png, save_grid_png
-from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, load_stage, require,
-                                    seen_real_images, stage_command, write_metrics)
+from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, is_main_process, load_stage,
+                                    require, seen_real_images, stage_command, write_metrics)
 from synthaug.storage import save_json
 from synthaug.tracking import LOSS_ARTIFACT, stage_run
 from synthaug.training import fingerprint_of
@@ -23,7 +23,7 @@ from synthaug.training import fingerprint_of
 def train(family: str = typer.Argument(..., help=f"generator family: {', '.join(FAMILIES)}"),
           params_path: str = PARAMS_OPTION) -> None:
     """Train a generator family on the `generator_fraction` real subset (resumes from its checkpoint if killed)."""
-    params, runtime = load_stage(params_path)
+    params, runtime = load_stage(params_path, data_parallel=True)
     if family not in FAMILIES:
         raise ConfigError(f"unknown generator family '{family}' (known: {', '.join(FAMILIES)})")
     section = getattr(params, family)
@@ -39,11 +39,13 @@ def train(family: str = typer.Argument(..., help=f"generator family: {', '.join(
               **runtime.describe()}
     if family == "vae":
         logged["beta"] = params.beta
-    fingerprint = fingerprint_of(logged, meta.get("source"), str(runtime.device),
+    fingerprint = fingerprint_of(logged, meta.get("source"), runtime.describe()["device"],
                                  code=training_code(family_module(family), __name__))
     with stage_run(f"train@{family}", params.dataset.name, params=logged) as run:
         result = family_module(family).train(spec, params, runtime, checkpoint, run.log_metrics,
                                              family=family, fingerprint=fingerprint)
+        if not is_main_process():  # under torchrun: rank 0 writes the outputs
+            return
         save_json(PLOTS / "train" / f"{family}.json", result.history)
         curves = PLOTS / "train" / f"{family}.png"
         save_curves_png(curves, result.history, f"train@{family}")
