@@ -66,10 +66,11 @@ class Runtime:
         """What the results depend on (logged, and part of training fingerprints): the same on every torchrun
         rank, which each have their own GPU, so data-parallel runs name the device type and the process count."""
         dist = distributed.from_env()
-        if not dist.active:
-            return {"device": str(self.device), "precision": "bf16-autocast" if self.bf16 else "fp32"}
-        return {"device": self.device.type, "precision": "bf16-autocast" if self.bf16 else "fp32",
-                "processes": str(dist.world)}
+        out = {"device": self.device.type if dist.active else str(self.device),
+               "precision": "bf16-autocast" if self.bf16 else "fp32"}
+        if dist.active:
+            out["processes"] = str(dist.world)
+        return out
 
 
 def cpu_supports_bf16() -> bool:
@@ -168,8 +169,9 @@ def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Build the Runtime for a stage. precision: `auto` (bf16 where fast, else fp32), `bf16` or `fp32`."""
     global _warned_fp32
     dev = resolve_device(device)
-    if dev.type == "cuda" and dev.index is None and distributed.from_env().active:
-        dev = torch.device("cuda", distributed.from_env().local_rank)  # torchrun: one GPU per process
+    dist = distributed.from_env()
+    if dev.type == "cuda" and dev.index is None and dist.active:
+        dev = torch.device("cuda", dist.local_rank)  # torchrun: one GPU per process
         torch.cuda.set_device(dev)
     if dev.type == "cuda":
         supported = torch.cuda.is_bf16_supported()

@@ -41,7 +41,7 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
     logged = {"invert": as_dict(p), "seed": params.seed, "groups": len(group_labels),
               **seen_real_images(members.ravel(), params.generator_fraction),
               **runtime.describe()}
-    fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion), runtime.describe()["device"],
+    fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion),  # logged: runtime.describe()
                                  code=training_code(inversion, __name__))
     with stage_run("invert", params.dataset.name, params=logged) as run:
         # "follows its group" (issue 13) in the FID network's feature space, in fp32 as the fid stage

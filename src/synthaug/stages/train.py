@@ -39,8 +39,8 @@ def train(family: str = typer.Argument(..., help=f"generator family: {', '.join(
               **runtime.describe()}
     if family == "vae":
         logged["beta"] = params.beta
-    fingerprint = fingerprint_of(logged, meta.get("source"), runtime.describe()["device"],
-                                 code=training_code(family_module(family), __name__))
+    # `logged` holds runtime.describe() (device, precision, processes): another device does not resume it
+    fingerprint = fingerprint_of(logged, meta.get("source"), code=training_code(family_module(family), __name__))
     with stage_run(f"train@{family}", params.dataset.name, params=logged) as run:
         result = family_module(family).train(spec, params, runtime, checkpoint, run.log_metrics,
                                              family=family, fingerprint=fingerprint)
