@@ -3,6 +3,8 @@
 Both lists say "this code defines what the stage trains": DVC re-runs the stage when one of its files changes,
 and the persisted checkpoint is resumed only if the same files are unchanged. If they drifted apart, an edit
 could re-run a stage that then resumes the old code's checkpoint, or change training without re-running it.
+Beyond training: every stage item lists each synthaug module its command imports, so no edit to code that
+decides an output (a metric, which runs exist, which images) leaves that output stale.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def test_train_stage_deps_are_the_fingerprinted_code(family):
 
 # Code that scores the learned vectors after training ("follows its group", in Inception features): a dep of
 # the stage, but not of its resume fingerprint (a new scorer re-scores the same vectors).
-INVERT_SCORING = {"src/synthaug/metrics/group_following.py", "src/synthaug/metrics/fid.py",
-                  "src/synthaug/stages/fid.py"}
+INVERT_SCORING = {"src/synthaug/metrics/group_following.py", "src/synthaug/study_stats.py",
+                  "src/synthaug/metrics/fid.py", "src/synthaug/metrics/kid.py", "src/synthaug/stages/fid.py"}
 
 
 def test_invert_stage_deps_are_the_fingerprinted_code():
@@ -80,3 +82,44 @@ def test_analyse_stage_deps_are_its_code_and_every_sources_features_and_shards()
     assert data == {"data/real", "data/fid_ref.npz", *(f"data/features/{s}.npz" for s in SOURCES),
                     *(f"data/synthetic/{s}" for s in SOURCES)}
     assert set(analyse["params"]) == {"seed", "sources", "analysis"}
+
+
+# Imported by a stage's code without deciding its outputs' values: figures drawn for people (grids, curves: a new
+# style re-runs nothing) and the family registry (names and import paths).
+NOT_RESULT_CODE = {"synthaug.plots", "synthaug.generators", "synthaug.generators.base"}
+# generators/diffusion.py imports the samplers for the sample stage's `load_sampler`; training never calls them.
+SAMPLING_ONLY = {("train", "src/synthaug/samplers.py")}
+
+
+def _stage_items():
+    """(stage name, item key, rendered dvc.yaml entry) for every stage item, foreach stages once per item."""
+    for name, stage in STAGES.items():
+        items = stage.get("foreach")
+        if items is None:
+            yield name, "", stage
+        elif isinstance(items, dict):
+            for key, item in items.items():
+                yield name, key, {**stage["do"], "deps": [_render(d, key, item) for d in stage["do"]["deps"]]}
+        else:  # a list, or a params key like ${sources}: no item changes the code a stage lists
+            yield name, "", stage["do"]
+
+
+@pytest.mark.parametrize("name, key, stage", [pytest.param(name, key, stage, id=f"{name}@{key}" if key else name)
+                                              for name, key, stage in _stage_items()])
+def test_every_stage_lists_the_code_its_command_imports(name, key, stage):
+    """An edit to any module a stage runs re-runs it: e.g. metrics/kid.py for the KID in fid@S's metrics,
+    arms.py (which classifier runs exist) for classify. The stage module is found through the CLI's command
+    table; the generator modules the stage imports by name at run time are the item's listed generators/."""
+    from synthaug.cli import COMMANDS
+
+    command = re.search(r"-m synthaug ([\w-]+)", stage["cmd"]).group(1)
+    code = _code_deps(stage)
+    roots = {COMMANDS[command][0]} | {d[len("src/"):-len(".py")].replace("/", ".")
+                                      for d in code if d.startswith("src/synthaug/generators/")}
+    seen = set(roots)
+    for module in roots:
+        _synthaug_imports(module, seen)
+    imported = {source_file(m).relative_to(ROOT).as_posix() for m in seen - NOT_RESULT_CODE - PLUMBING}
+    missing = {f for f in imported - code if (name, f) not in SAMPLING_ONLY}
+    where = f"{name}@{key}" if key else name
+    assert not missing, f"dvc.yaml stage {where} runs code it does not list: {sorted(missing)}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from synthaug.config import ConfigError
+from synthaug.data.groups import pick_per_class
 from synthaug.metrics.geometry import LineStats, line_distances, line_statistics
 from synthaug.metrics.per_class import per_class_scores, summarise_classes
 from synthaug.metrics.prdc_metrics import precision_recall_density_coverage, prdc_min_features
@@ -66,12 +67,6 @@ def reference_halves(labels: np.ndarray, per_class: int, seed: int) -> tuple[dic
         half = (len(idx) + 1) // 2
         first[int(c)], second[int(c)] = idx[:half][:per_class], idx[half:][:per_class]
     return first, second
-
-
-def pick_per_class(labels: np.ndarray, classes, per_class: int, seed: int) -> dict[int, np.ndarray]:
-    """Per class, at most `per_class` seeded indices of images with that label (empty if none)."""
-    rng = np.random.default_rng(seed)
-    return {int(c): rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes}
 
 
 def class_line_stats(images: np.ndarray, picks: dict[int, np.ndarray], analysis) -> dict[int, LineStats]:

@@ -1,4 +1,5 @@
-"""Groups of real training images of one class: the unit Diffusion Inversion learns an embedding for."""
+"""Groups of real training images of one class: the unit Diffusion Inversion learns an embedding for; seeded
+per-class picks of images (the test images the analyses and Grad-CAM look at)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,9 @@ def class_groups(labels: np.ndarray, group_size: int, groups_per_class: int, see
         members.append(idx[:n * group_size].reshape(n, group_size))
         group_labels.append(np.full(n, c, dtype=np.int64))
     return np.concatenate(members).astype(np.int64), np.concatenate(group_labels)
+
+
+def pick_per_class(labels: np.ndarray, classes, per_class: int, seed: int) -> dict[int, np.ndarray]:
+    """Per class, at most `per_class` seeded indices of images with that label (empty if none)."""
+    rng = np.random.default_rng(seed)
+    return {int(c): rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthaug.analysis import pick_per_class
 from synthaug.arms import arm_slug, classify_stage, study_arms
+from synthaug.data.groups import pick_per_class
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, classifier_weights, load_stage,
                                     require, stage_command, write_metrics)
