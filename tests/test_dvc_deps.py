@@ -92,28 +92,28 @@ SAMPLING_ONLY = {("train", "src/synthaug/samplers.py")}
 
 
 def _stage_items():
-    """(stage name, item key, rendered dvc.yaml entry) for every stage item, foreach stages once per item."""
+    """(stage name, item key, dvc.yaml entry, item slots) for every stage item, foreach stages once per item."""
     for name, stage in STAGES.items():
         items = stage.get("foreach")
         if items is None:
-            yield name, "", stage
+            yield name, "", stage, {}
         elif isinstance(items, dict):
             for key, item in items.items():
-                yield name, key, {**stage["do"], "deps": [_render(d, key, item) for d in stage["do"]["deps"]]}
+                yield name, key, stage["do"], item
         else:  # a list, or a params key like ${sources}: no item changes the code a stage lists
-            yield name, "", stage["do"]
+            yield name, "", stage["do"], {}
 
 
-@pytest.mark.parametrize("name, key, stage", [pytest.param(name, key, stage, id=f"{name}@{key}" if key else name)
-                                              for name, key, stage in _stage_items()])
-def test_every_stage_lists_the_code_its_command_imports(name, key, stage):
+@pytest.mark.parametrize("name, key, stage, item", [pytest.param(*entry, id=f"{entry[0]}@{entry[1]}" if entry[1]
+                                                                 else entry[0]) for entry in _stage_items()])
+def test_every_stage_lists_the_code_its_command_imports(name, key, stage, item):
     """An edit to any module a stage runs re-runs it: e.g. metrics/kid.py for the KID in fid@S's metrics,
     arms.py (which classifier runs exist) for classify. The stage module is found through the CLI's command
     table; the generator modules the stage imports by name at run time are the item's listed generators/."""
     from synthaug.cli import COMMANDS
 
     command = re.search(r"-m synthaug ([\w-]+)", stage["cmd"]).group(1)
-    code = _code_deps(stage)
+    code = _code_deps(stage, key, item)
     roots = {COMMANDS[command][0]} | {d[len("src/"):-len(".py")].replace("/", ".")
                                       for d in code if d.startswith("src/synthaug/generators/")}
     seen = set(roots)
