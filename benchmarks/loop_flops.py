@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthaug.classification import ClassifierTrainable
+from synthaug.classifier_training import BankTrainable, initial_weights
+from synthaug.nets.bank import ModelBank
 from synthaug.config import Params, load_params
 from synthaug.data.fractions import generator_indices
 from synthaug.data.groups import class_groups
@@ -84,6 +85,7 @@ class Loop:
     period: int = 1  # steps after which the step's work repeats (wgan_gp's lazy penalty), else 1
     label_high: int = 0  # labels are drawn in [0, label_high): classes, or groups for the inversion
     batch_text: str = ""
+    members: int = 0  # a classifier bank's: images [batch, members, C, H, W], labels [batch, members]
 
 
 def generator_spec(params: Params, cap: int = 0) -> GeneratorSpec:
@@ -138,8 +140,12 @@ def build(name: str, params: Params, rt: Runtime) -> Loop:
     if name == "classifier":
         p = params.classify.model
         d = DATASET[params.dataset.name]
-        t = ClassifierTrainable(rt.prepare(build_classifier(p.arch, d["channels"], d["num_classes"])), rt, p)
-        return Loop(t, p.batch_size, label_high=d["num_classes"])
+        # One classifier run: a bank of one, as the classify stage trains it with classify.bank_size 1
+        # (benchmarks/classifier_bank.py compares bank sizes).
+        template = build_classifier(p.arch, d["channels"], d["num_classes"])
+        bank = ModelBank(template, [initial_weights(p.arch, d["channels"], d["num_classes"], params.seed)])
+        t = BankTrainable(rt.prepare(bank), rt, p, [params.seed])
+        return Loop(t, p.batch_size, label_high=d["num_classes"], members=1)
     raise ValueError(f"unknown loop '{name}' (known: {', '.join(LOOPS)})")
 
 
@@ -147,8 +153,9 @@ def measure(loop: Loop, params: Params, rt: Runtime, steps: int) -> tuple[float,
     """(seconds per step, FLOPs per step), both means over whole periods of the loop."""
     d = DATASET[params.dataset.name]
     size = params.dataset.image_size
-    images = rt.batch(torch.rand(loop.batch, d["channels"], size, size) * 2 - 1)
-    labels = torch.randint(0, loop.label_high, (loop.batch,)).to(rt.device)
+    per_image = (loop.members,) if loop.members else ()
+    images = rt.batch(torch.rand(loop.batch, *per_image, d["channels"], size, size) * 2 - 1)
+    labels = torch.randint(0, loop.label_high, (loop.batch, *per_image)).to(rt.device)
     step = 0
 
     def run(n: int) -> None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from synthaug.classification import ArmData, MixedStream, augment, evaluate, train_and_evaluate
+from synthaug.classification import evaluate
+from synthaug.classifier_training import ArmData, MixedStream, augment, train_and_evaluate
 from synthaug.config import ClassifierParams
 from synthaug.nets.resnet import build_classifier
 

@@ -20,16 +20,17 @@ from synthaug.data.real import load_prepared
 pytestmark = pytest.mark.slow  # three real `classify` processes
 
 
-def _classify(ws: Path) -> subprocess.CompletedProcess:
+def _classify(ws: Path, *which: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(DVC_ROOT=str(ws), SYNTHAUG_THREADS="1", PYTHONPATH=str(REPO / "src"))
-    return subprocess.run([sys.executable, "-m", "synthaug", "classify", "real", "--fraction", "0.5", "--seed", "0"],
+    return subprocess.run([sys.executable, "-m", "synthaug", "classify", "real",
+                           *(which or ("--fraction", "0.5", "--seed", "0"))],
                           cwd=ws, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _params(ws: Path, seed: int) -> None:
+def _params(ws: Path, seed: int, **extra) -> None:
     d = yaml.safe_load(SMOKE.read_text())
-    for k, v in {"seed": seed, "classify.model.steps": 2, "classify.model.log_every": 1}.items():
+    for k, v in {"seed": seed, "classify.model.steps": 2, "classify.model.log_every": 1, **extra}.items():
         set_key(d, k, v)
     (ws / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     wanted = sorted(set(d["fractions"]) | set(d["real_fractions"]) | {d["generator_fraction"]})
@@ -84,3 +85,32 @@ def test_the_analysed_run_keeps_weights_that_reproduce_its_record(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "classify@real f0.5_s0: test accuracy" in again.stdout and weights.is_file()
     assert "not reproduced exactly" not in again.stderr
+
+
+def test_a_bank_trains_only_unrecorded_runs_and_matches_runs_trained_one_at_a_time(tmp_path):
+    """classify.bank_size 2 trains the arm's two runs at fraction 0.5 as one bank; their records match the same
+    runs trained one at a time (bank_size 1) in fp32; a lost record re-trains that member alone."""
+    records = {}
+    for size in (2, 1):
+        ws = prepared_template(tmp_path / f"bank{size}")
+        _params(ws, seed=0, **{"classify.bank_size": size, "precision": "fp32"})
+        done = _classify(ws, "--fraction", "0.5")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert ("classify (bank of 2)" in done.stderr) == (size == 2)
+        folder = ws / "metrics" / "classify" / "real"
+        records[size] = {s: json.loads((folder / f"f0.5_s{s}.json").read_text()) for s in (0, 1)}
+    for s in (0, 1):
+        banked, alone = records[2][s], records[1][s]
+        assert banked["fingerprint"] == alone["fingerprint"]  # the bank size does not define a run
+        assert banked["test_accuracy"] == pytest.approx(alone["test_accuracy"], abs=2e-4)  # digits: one image is ~0.3 %
+        assert banked["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-4)
+    assert records[2][0]["test_accuracy"] != records[2][1]["test_accuracy"]  # two seeds, two runs
+
+    ws = tmp_path / "bank2"
+    (ws / "metrics" / "classify" / "real" / "f0.5_s1.json").unlink()
+    again = _classify(ws, "--fraction", "0.5")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "f0.5_s0: already recorded with these inputs; skipped" in again.stderr
+    assert "classify@real f0.5_s1: test accuracy" in again.stdout and "f0.5_s0: test" not in again.stdout
+    redone = json.loads((ws / "metrics" / "classify" / "real" / "f0.5_s1.json").read_text())
+    assert redone["test_accuracy"] == pytest.approx(records[2][1]["test_accuracy"], abs=2e-4)

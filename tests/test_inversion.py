@@ -14,6 +14,7 @@ from synthaug.data.real import DatasetError
 from synthaug.generators import diffusion, inversion
 from synthaug.generators.base import GeneratorSpec
 from synthaug.metrics.group_following import group_following
+from synthaug.nets.unet import UNet, UNetConfig
 from synthaug.runtime import make_runtime, seed_everything
 from synthaug.storage import StorageError, load_checkpoint
 
@@ -233,3 +234,19 @@ def test_sampler_refuses_embeddings_of_another_diffusion_model(trained, tmp_path
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(StorageError, match="re-run the `invert` stage"):
         inversion.load_sampler(tmp_path / "other.pt", runtime, params)
+
+
+@pytest.mark.parametrize("code_dim", [0, 4])
+def test_the_conditioner_gives_vectors_on_the_nets_device(code_dim):
+    """sample@dinv on CUDA failed in EmbeddingConditioner (vectors kept on the CPU, the U-Net on the GPU). A net on
+    the `meta` device stands in for the GPU: every tensor the conditioner hands the sampler must be where the net is
+    (code_dim 0 hands back the CPU vectors themselves, which the sampler moves with the noise)."""
+    net = UNet(UNetConfig(channels=1, num_classes=3, image_size=16, base_channels=8, channel_mult=[1, 2],
+                          num_res_blocks=1, attn_resolutions=[], code_dim=code_dim)).to("meta")
+    space = inversion.ConditionSpace(net)
+    group_labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    conditioner = inversion.EmbeddingConditioner(torch.randn(6, space.dim), group_labels, 3, 0.1, 0.5, space.to_cond)
+    cond = conditioner(torch.tensor([0, 1, 2, 2]), torch.Generator().manual_seed(0))
+    want = "meta" if code_dim else "cpu"
+    assert cond.shape == (4, net.cond_dim) and cond.device.type == want
+    assert conditioner.null.device.type == want

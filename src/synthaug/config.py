@@ -175,6 +175,10 @@ class ClassifierParams:
 class ClassifyParams:
     seeds: list[int] = field(default_factory=lambda: [0], metadata=rng(ge=0, lt=SEED_LIMIT))
     synthetic_ratio: float = field(default=0.5, metadata=rng(ge=0, le=1))  # share of synthetic images per batch
+    # Runs of a classify stage trained as one bank (nets/bank.py). 0: auto, all of them on a GPU, one at a time on
+    # a CPU (benchmarks/classifier_bank.py: banks ran slower there). Like `device`, it changes how the runs are
+    # computed, not what they are: a member equals its run trained alone up to rounding.
+    bank_size: int = field(default=0, metadata=rng(ge=0, le=100_000))
     model: ClassifierParams = field(default_factory=ClassifierParams)
 
     def check(self, at: str) -> None:

@@ -71,9 +71,12 @@ class ConditionSpace:
         return self.net.class_embedding(labels).detach().float()
 
     def to_cond(self, vectors: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Conditioning vectors of these vectors and their groups' labels, on the U-Net's device (the sampler's
+        conditioner keeps its vectors on the CPU, where its random draws happen)."""
         if not self.net.cfg.code_dim:
             return vectors
-        return self.net.condition(labels.to(vectors.device), code=vectors)
+        device = self.net.label_emb.weight.device
+        return self.net.condition(labels.to(device), code=vectors.to(device))
 
 
 class InversionTrainable:

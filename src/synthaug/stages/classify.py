@@ -1,7 +1,9 @@
 """`classify ARM`: train every classifier of one arm of the study and evaluate each on the real test split.
 
 ARM is `real`, `real+SOURCE`, `real+all` or `synth:SOURCE`. One process trains all the arm's runs (each
-fraction and seed, `synthaug.arms.arm_runs`), loading the data once. Each finished run leaves a record
+fraction and seed, `synthaug.arms.arm_runs`), loading the data once, as one classifier bank
+(`classification.train_bank`; `classify.bank_size` runs at a time, 0: all), each member with its own seed, data
+and augmentation as if trained alone. Each finished run leaves a record
 `metrics/classify/<arm>/<run>.json` carrying a fingerprint of what defined it (settings, data, code): a killed
 stage re-run with the same inputs skips the runs already recorded. `--fraction` / `--seed` run a subset.
 Every arm keeps the weights of its run at the study's first fraction and first seed (`models/classify/<arm>.pt`,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import NamedTuple
 
 import numpy as np
 import typer
@@ -30,7 +33,8 @@ from synthaug.tracking import stage_run
 from synthaug.training import fingerprint_of
 
 log = logging.getLogger("synthaug")
-CODE = ("synthaug.stages.classify", "synthaug.classification", "synthaug.nets.resnet", "synthaug.training")
+CODE = ("synthaug.stages.classify", "synthaug.classification", "synthaug.classifier_training", "synthaug.nets.bank",
+        "synthaug.nets.resnet", "synthaug.training")
 
 
 def load_synthetic(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +75,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
              seed: int = typer.Option(None, help="run only this classifier seed (one of classify.seeds)"),
              params_path: str = PARAMS_OPTION) -> None:
     """Train and evaluate the arm's classifiers; writes metrics/classify/<arm>/ and metrics/classify/<arm>.json."""
-    from synthaug.classification import ArmData, train_and_evaluate  # torchvision: import only when used
+    from synthaug.classifier_training import ArmData, Member, train_bank  # torchvision: import only when used
 
     params, runtime = load_stage(params_path, data_parallel=True)
     with_real, sources = parse_arm(arm, params)
@@ -95,6 +99,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
     main = is_main_process()
     with stage_run(f"classify@{slug}", params.dataset.name, params={**settings, "runs": len(runs)},
                    tags={"arm": arm}) as parent:
+        todo: list[PendingRun] = []
         for f, s in runs:
             name = run_slug(f, s)
             real = None
@@ -110,27 +115,18 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
             if record is not None and all(path.is_file() for path in keep):
                 log.info("classify@%s %s: already recorded with these inputs; skipped", slug, name)
                 continue
-            with stage_run(f"classify@{slug}_{name}", params.dataset.name,
-                           params={**settings, "fraction": f, "seed": s}, parent=parent,
-                           tags={"arm": arm, "fraction": str(f), "seed": str(s)}) as run:
-                metrics, model = train_and_evaluate(ArmData(real, synthetic), (test.images, test.labels),
-                                                    meta["num_classes"], c.model, c.synthetic_ratio, runtime, s,
-                                                    run.log_metrics)
-                run.log_metrics(metrics)
-            if not main:  # under torchrun: every rank trains, rank 0 keeps the weights and the record
-                continue
-            if record is not None and record["test_accuracy"] != round(metrics["test_accuracy"], 6):
-                # Retrained only for its missing weights, with the same fingerprint: it should reproduce its record.
-                log.warning("classify@%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly",
-                            slug, name, metrics["test_accuracy"], record["test_accuracy"])
-            for path in keep:
-                save_checkpoint(path, {"model": model.state_dict(), "arch": c.model.arch, "arm": arm,
-                                       "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
-                                       "fraction": f, "seed": s, "real_images": metrics["real_images"],
-                                       "test_accuracy": metrics["test_accuracy"]})
-            write_metrics(records_dir / f"{name}.json", {"arm": arm, "fraction": f, "seed": s, **metrics,
-                                                         "fingerprint": fingerprint})
-            print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")
+            todo.append(PendingRun(f, s, fingerprint, keep, record, ArmData(real, synthetic)))
+        size = c.bank_size or auto_bank_size(len(todo), runtime)
+        for n, first in enumerate(range(0, len(todo), size)):
+            bank = todo[first:first + size]
+            offset = n * c.model.steps  # the parent run's curve: the banks' mean losses one after another
+            results = train_bank([Member(r.data, r.seed) for r in bank], (test.images, test.labels),
+                                 meta["num_classes"], c.model, c.synthetic_ratio, runtime,
+                                 lambda m, step: parent.log_metrics({k: v for k, v in m.items() if "/" not in k},
+                                                                    step + offset))
+            if main:  # under torchrun: every rank trains, rank 0 keeps the weights, records and MLflow runs
+                for pending, result in zip(bank, results):
+                    _keep_run(pending, result, arm, settings, parent, params, meta)
         if not main:
             return
         if fraction is None and seed is None:  # a full run: drop records of runs the params no longer define
@@ -141,6 +137,47 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
         summary = arm_summary(arm, params, records_dir)
         parent.log_metrics(_flat(summary))
     save_json(METRICS / "classify" / f"{slug}.json", summary)
+
+
+def auto_bank_size(runs: int, runtime) -> int:
+    """`classify.bank_size: 0`: every run in one bank on a GPU, where one small net leaves the chip idle; one at a
+    time on a CPU, where a member alone keeps its activations in cache and banks measured slower (README)."""
+    return max(1, runs) if runtime.device.type == "cuda" else 1
+
+
+class PendingRun(NamedTuple):
+    """A run of the arm that is not recorded with its current inputs yet, so it trains."""
+
+    fraction: float | None
+    seed: int
+    fingerprint: str
+    keep: list  # the weight files this run leaves
+    record: dict | None  # its record, when only its weights are missing
+    data: object  # classification.ArmData
+
+
+def _keep_run(run: PendingRun, result, arm: str, settings: dict, parent, params, meta: dict) -> None:
+    """One trained member: its MLflow run (training curve and test metrics), kept weights and record."""
+    f, s, record, slug = run.fraction, run.seed, run.record, arm_slug(arm)
+    name, metrics = run_slug(f, s), result.metrics
+    with stage_run(f"classify@{slug}_{name}", params.dataset.name, params={**settings, "fraction": f, "seed": s},
+                   parent=parent, tags={"arm": arm, "fraction": str(f), "seed": str(s)}) as tracker:
+        for point in result.history:
+            tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, point["step"])
+        tracker.log_metrics(metrics)
+    if record is not None and record["test_accuracy"] != round(metrics["test_accuracy"], 6):
+        # Retrained only for its missing weights, with the same fingerprint: it should reproduce its record.
+        log.warning("classify@%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly",
+                    slug, name, metrics["test_accuracy"], record["test_accuracy"])
+    c = params.classify
+    for path in run.keep:
+        save_checkpoint(path, {"model": result.state, "arch": c.model.arch, "arm": arm,
+                               "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
+                               "fraction": f, "seed": s, "real_images": metrics["real_images"],
+                               "test_accuracy": metrics["test_accuracy"]})
+    write_metrics(METRICS / "classify" / slug / f"{name}.json", {"arm": arm, "fraction": f, "seed": s, **metrics,
+                                                                 "fingerprint": run.fingerprint})
+    print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")
 
 
 def arm_summary(arm: str, params, records_dir) -> dict:
