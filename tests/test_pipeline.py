@@ -239,3 +239,37 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     assert {"train@vae", "sample@vae", "fid@vae", "fidelity", "analyse", "report"} <= nested, nested
     assert sum(n.startswith("classify@") for n in nested) == 3, nested  # real+vae, synth:vae, real+all
     assert {"fid.vae", "gain.real_plus_vae.f0.5"} <= set(groups[0].data.metrics)
+
+
+def test_the_report_refuses_an_answer_from_a_mixed_state(repro):
+    """sample@vae's shards replaced by hand after its classifiers ran (another `seed`, without DVC): the report
+    writes no answer lines, names the stale stage items and the command that refreshes them; with the shards
+    back, the answer returns and the header says every input is current."""
+    dest, env, _ = repro
+    summary = dest / "reports" / "summary.md"
+    assert "every record descends from the current upstream outputs" in summary.read_text()
+    assert json.loads((dest / "metrics" / "headline.json").read_text())["headline.inputs_current"] == 1
+    params, shards = dest / "params.yaml", dest / "data" / "synthetic" / "vae"
+    kept_params = params.read_text()
+    backup = dest.parent / "vae-shards"
+    shutil.copytree(shards, backup)
+    try:
+        params.write_text(re.sub(r"(?m)^seed: .*$", "seed: 1", kept_params))
+        run([sys.executable, "-m", "synthaug", "sample", "vae"], dest, env)
+        params.write_text(kept_params)
+        run([sys.executable, "-m", "synthaug", "report"], dest, env)
+        text = summary.read_text()
+        assert "No answer: these records come from mixed upstream states" in text
+        assert "Helps significantly" not in text and "No source helps" not in text
+        for item in ("classify_mixed@vae", "classify_synth@vae", "classify_all", "fid@vae", "fidelity", "analyse",
+                     "gradcam"):
+            assert f"- `{item}`: " in text, item
+        assert "- `classify_mixed@gan`" not in text and "- `classify_real`" not in text
+        assert "dvc repro --force --single-item analyse classify_all classify_mixed@vae" in text
+        assert json.loads((dest / "metrics" / "headline.json").read_text()) == {"headline.inputs_current": 0}
+    finally:
+        params.write_text(kept_params)
+        shutil.rmtree(shards)
+        shutil.copytree(backup, shards)
+    run([sys.executable, "-m", "synthaug", "report"], dest, env)
+    assert "every record descends from the current upstream outputs" in summary.read_text()

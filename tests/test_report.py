@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from synthaug.arms import arm_slug, run_slug
 from synthaug.config import Params, build
-from synthaug.report import collect, headline_metrics, markdown, pending_sources, summarise
+from synthaug.arms import parse_arm
+from synthaug.report import (collect, headline_metrics, lineage_problems, markdown, pending_sources,
+                             summarise)
 from synthaug.storage import StorageError, save_json
 from synthaug.study_stats import mean_ci
 
@@ -114,12 +117,12 @@ def test_markdown_leads_with_the_answer_and_labels_generator_data(metrics):
     md = markdown(s)
     lines = md.splitlines()
     assert lines[2] == "## The answer"
-    assert lines[4] == ("1. Helps significantly: vae at 0.1 (+5.00 ± 0.00) (3 seeds, 95% t-interval of the paired "
-                        "gain over `real`, in points). After a Bonferroni correction for the 3 comparisons "
-                        "(intervals at 98.33%), vae at 0.1 still helps.")
+    assert lines[4] == ("1. Helps, surviving the Bonferroni correction for all 3 comparisons (intervals at "
+                        "98.33%): vae at 0.1 (+5.00 ± 0.00) (3 classifier seeds; paired gain over `real` in points, "
+                        "95% t-interval).")
     # gan: mean -0.025, sd 0.005 over 3 seeds; t(0.99167, 2) = 7.65 gives 0.0221 < 0.025: still significant
-    assert lines[5] == ("2. Hurts significantly: gan at 0.1 (-2.50 ± 1.24). After a Bonferroni correction for the "
-                        "3 comparisons (intervals at 98.33%), gan at 0.1 still hurts.")
+    assert lines[5] == ("2. Hurts, surviving the Bonferroni correction for all 3 comparisons (intervals at 98.33%): "
+                        "gan at 0.1 (-2.50 ± 1.24).")
     assert lines[6].startswith("3. Largest mean gain at 0.1 of the real data (6,000 images): vae +5.00 ± 0.00 "
                                "points; its 2,500 synthetic images are worth about 4,670 real images (interpolated on the real-only "
                                "curve) here.")
@@ -128,11 +131,12 @@ def test_markdown_leads_with_the_answer_and_labels_generator_data(metrics):
     assert "trained only on the nested 0.1 subset (6,000 of 60,000 real training images)" in md
     assert "## Real-only learning curve (generators saw 6,000 real images (0.1))" in md
     assert "| 0.01 | 600 | 61.00 |" in md
-    assert ("| real+vae | 6,000 + 2,500 | 76.00 | 2.48 | +5.00 | 0.00 | yes, also corrected | 4,670 (interpolated) |"
+    assert ("| real+vae | 6,000 + 2,500 | 76.00 | 2.48 | +5.00 | 0.00 | yes, also corrected | 0.00 | 4,670 (interpolated) |"
             in lines)
-    assert ("| real+gan | 6,000 + 2,500 | 68.50 | 3.29 | -2.50 | 1.24 | yes, also corrected | -2,626 (interpolated) |"
-            in lines)
-    assert "| real+all | 6,000 + 2,500 | 71.00 | 2.48 | +0.00 | 2.48 | no | 0 (interpolated) |" in lines
+    # detectable: 80 % power at 98.33 % over 3 seeds is 4.945 paired standard deviations (gan's 0.5, all's 1.0 points)
+    assert ("| real+gan | 6,000 + 2,500 | 68.50 | 3.29 | -2.50 | 1.24 | yes, also corrected | 2.47 | -2,626 "
+            "(interpolated) |" in lines)
+    assert "| real+all | 6,000 + 2,500 | 71.00 | 2.48 | +0.00 | 2.48 | no | 4.95 | 0 (interpolated) |" in lines
     assert "| held-out real (reference) | - | - | 0.90 | 1.00 | 0.4 % | - | - | - |" in lines
     assert any(ln.startswith("| gan | 90.00 | 45.00 | ") and "| 0.60 | 25.0 % |" in ln for ln in lines), lines
     metrics_flat = headline_metrics(s)
@@ -206,8 +210,9 @@ def test_a_gain_significant_at_95_percent_can_fail_the_bonferroni_correction(met
     assert not gan["significant_corrected"]
     assert s["comparisons"] == {"count": 3, "corrected_level": pytest.approx(1 - 0.05 / 3)}
     lines = markdown(s).splitlines()
-    assert lines[5].endswith("After a Bonferroni correction for the 3 comparisons (intervals at 98.33%), none "
-                             "still hurts.")
+    assert lines[5] == ("2. No source hurts after the Bonferroni correction for all 3 comparisons (intervals at "
+                        "98.33%); a lead only (its 95% interval excludes 0, the corrected one does not): gan at 0.1 "
+                        "(-2.67 ± 1.90).")
     assert any(ln.startswith("| real+gan |") and "| yes | " in ln for ln in lines)
 
 
@@ -260,3 +265,85 @@ def test_dinv_reports_whether_it_follows_its_groups(metrics):
             "60 groups) closer") in markdown(s)
     assert "closer in 75.00 % of groups" in markdown(s)
     assert headline_metrics(s)["follows_margin.dinv"] == 0.125
+
+
+def _with_lineage(inputs: dict, ids: dict[str, str]) -> dict:
+    """Every record names the inputs its stage read, with the given content ids."""
+    for r in inputs["runs"]:
+        with_real, sources = parse_arm(r["arm"], PARAMS)
+        names = (["real", "fractions"] if with_real else []) + [f"synthetic/{s}" for s in sources]
+        r["inputs"] = {n: ids[n] for n in names}
+    for s, m in inputs["fid"].items():
+        m["inputs"] = {f"synthetic/{s}": ids[f"synthetic/{s}"]}
+    inputs["fidelity"]["inputs"] = {n: ids[n] for n in ("real", "synthetic/vae", "synthetic/gan")}
+    return inputs
+
+
+def test_records_of_replaced_shards_give_no_answer_and_name_what_to_refresh(metrics):
+    old = {"real": "r1", "fractions": "f1", "synthetic/vae": "v1", "synthetic/gan": "g1"}
+    inputs = _with_lineage(collect(metrics, PARAMS), old)
+    assert lineage_problems(inputs, ["vae", "gan"], old) == {}
+    fine = summarise(inputs, {**CONTEXT, "lineage": {"stale": {}, "records": 30, "commit": "abc123", "dirty": False}})
+    assert fine["answer"] and headline_metrics(fine)["inputs_current"] == 1.0
+    assert ("Made at commit `abc123`; lineage checked over 30 records: every record descends from the current "
+            "upstream outputs.") in markdown(fine)
+
+    # vae's shards replaced after its classifiers, its FID and the label fidelity ran; then FID alone re-run
+    now = {**old, "synthetic/vae": "v2"}
+    inputs["fid"]["vae"]["inputs"] = {"synthetic/vae": "v2"}
+    stale = lineage_problems(inputs, ["vae", "gan"], now)
+    assert stale == {item: ["synthetic/vae changed since"]
+                     for item in ("classify_mixed@vae", "classify_synth@vae", "classify_all", "fidelity")}
+    summary = summarise(inputs, {**CONTEXT, "lineage": {"stale": stale, "records": 30, "commit": "abc123"}})
+    assert summary["answer"] == [] and headline_metrics(summary) == {"inputs_current": 0.0}
+    md = markdown(summary)
+    assert "**No answer: these records come from mixed upstream states.**" in md
+    assert "- `classify_mixed@vae`: synthetic/vae changed since" in md and "classify_mixed@gan" not in md
+    assert ("`dvc repro --force --single-item classify_all classify_mixed@vae classify_synth@vae fidelity && "
+            "dvc repro report`") in md
+    assert "Helps significantly" not in md and "No source helps" not in md
+
+    # records without lineage (older code), and a label fidelity that never scored gan
+    del inputs["runs"][0]["inputs"]
+    inputs["fidelity"]["inputs"] = {"real": "r1", "synthetic/vae": "v2"}
+    stale = lineage_problems(inputs, ["vae", "gan"], now)
+    assert stale["classify_real"] == ["no lineage recorded (made by older code)"]
+    assert "made without synthetic/gan" in stale["fidelity"]
+
+
+def test_the_answer_says_what_the_design_can_detect_and_what_a_narrow_interval_would_take(metrics):
+    from synthaug.study_stats import detectable_gain, seeds_for_halfwidth
+
+    for seed, a in enumerate([0.75, 0.78, 0.72]):  # real+vae: paired differences +0.05, +0.07, 0.00
+        save_json(metrics / "classify" / "real+vae" / f"{run_slug(0.1, seed)}.json",
+                  _record("real+vae", 0.1, seed, a, 6000, 2500))
+    s = summarise(collect(metrics, PARAMS), CONTEXT)
+    vae, gan = _cell(s, "real+vae", 0.1), _cell(s, "real+gan", 0.1)
+    sd = float(np.std([0.05, 0.07, 0.0], ddof=1))
+    assert vae["gain_sd"] == pytest.approx(sd) and vae["detectable"] == pytest.approx(detectable_gain(sd, 3, 1 - 0.05 / 3))
+    lines = markdown(s).splitlines()
+    assert "1. No source helps after the Bonferroni correction" in lines[4]  # +4.0 ± 8.7: not even a lead
+    need = seeds_for_halfwidth(sd, 0.01)
+    assert lines[6].endswith(f"Its interval is wider than ± 1.00 points; at the spread measured, about {need} seeds "
+                             "would narrow it to that.")
+    median = (vae["detectable"] + gan["detectable"]) / 2
+    assert lines[9] == (f"6. What this design can detect: a true gain of {100 * median:.2f} points (median over 2 "
+                        f"comparisons; from {100 * gan['detectable']:.2f} to {100 * vae['detectable']:.2f}) would be "
+                        "found with 80% power after the Bonferroni correction for all 3 comparisons (intervals at "
+                        "98.33%), at the spread each comparison measured; smaller true gains can go undetected, so "
+                        "\"no source helps\" does not mean none could.")
+    assert "The intervals are over 3 classifier seeds" in markdown(s)
+
+
+def test_the_trend_across_fractions_has_its_own_interval():
+    from synthaug.report_answer import trend_over_fractions
+
+    acc = {("real", 0.1): {0: 0.70, 1: 0.71, 2: 0.72}, ("real", 0.2): {0: 0.80, 1: 0.80, 2: 0.81},
+           ("real+vae", 0.1): {0: 0.73, 1: 0.73, 2: 0.75}, ("real+vae", 0.2): {0: 0.80, 1: 0.81, 2: 0.81}}
+    cells = [{"arm": a, "fraction": f, "gain": 0.0} for a, f in acc if a != "real"]
+    t = trend_over_fractions(cells, acc)
+    changes = [0.00 - 0.03, 0.01 - 0.02, 0.00 - 0.03]  # gain at 0.2 minus gain at 0.1, per seed
+    mean, ci = mean_ci(changes)
+    assert (t["from"], t["to"], t["seeds"], t["sources"]) == (0.1, 0.2, 3, 1)
+    assert t["change"] == pytest.approx(mean) and t["ci95"] == pytest.approx(ci)
+    assert t["at_from"] == pytest.approx(0.08 / 3) and t["at_to"] == pytest.approx(0.01 / 3)

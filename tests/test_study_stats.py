@@ -78,3 +78,16 @@ def test_interval_at_another_level_and_the_bonferroni_level():
     assert bonferroni_level(16) == pytest.approx(0.996875) and bonferroni_level(1) == pytest.approx(0.95)
     gain = paired_gain({0: 0.5, 1: 0.7, 2: 0.6}, {0: 0.4, 1: 0.5, 2: 0.6}, level=0.99)  # diffs .1 .2 0
     assert gain[0] == pytest.approx(0.1) and gain[1] == pytest.approx(9.924843 * 0.1 / 3 ** 0.5, rel=1e-6)
+
+
+def test_detectable_gain_matches_the_known_power_of_a_paired_t_test():
+    from synthaug.study_stats import detectable_gain, seeds_for_halfwidth
+
+    # G*Power: a two-sided one-sample (paired) t-test, alpha 0.05, power 0.8, n = 10 needs effect size d = 0.996
+    assert detectable_gain(1.0, 10, 0.95) == pytest.approx(0.996, abs=2e-3)
+    # many pairs: the normal approximation (z_0.975 + z_0.8) * sd / sqrt(n)
+    assert detectable_gain(2.0, 2000, 0.95) == pytest.approx((1.959964 + 0.841621) * 2.0 / 2000 ** 0.5, rel=2e-3)
+    assert detectable_gain(1.0, 3, 0.99) > detectable_gain(1.0, 3, 0.95) > detectable_gain(1.0, 10, 0.95)
+    assert math.isnan(detectable_gain(1.0, 1, 0.95)) and detectable_gain(0.0, 3, 0.95) == 0.0
+    # t(0.975, n-1) * 1 / sqrt(n) <= 0.5 first at n = 18 (2.110 / 4.243 = 0.497; n = 17: 2.120 / 4.123 = 0.514)
+    assert seeds_for_halfwidth(1.0, 0.5) == 18 and seeds_for_halfwidth(math.nan, 0.5) is None

@@ -10,12 +10,16 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from synthaug.arms import arm_runs, arm_slug, parse_arm, run_slug, study_arms
+import numpy as np
+
+from synthaug.arms import arm_runs, arm_slug, classify_stage, parse_arm, run_slug, study_arms
 from synthaug.data.fractions import fraction_key
+from synthaug.lineage import check, refresh_command
+from synthaug.report_answer import answer_lines, pts, randomness, trend_over_fractions, worth
 from synthaug.report_gradcam import gradcam_section
 from synthaug.storage import load_json
-from synthaug.study_stats import (bonferroni_level, mean_ci, paired_gain, real_images_equivalent, significant,
-                                  spearman)
+from synthaug.study_stats import (bonferroni_level, detectable_gain, mean_ci, paired_gain, real_images_equivalent,
+                                  significant, spearman)
 
 
 def _record(metrics_dir: Path, arm: str, fraction: float | None, seed: int) -> Path:
@@ -49,6 +53,18 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
             "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in sources},
             "fidelity": load_json(metrics_dir / "fidelity.json"),
             "analysis": load_json(analysis) if analysis.is_file() else {}}
+
+
+def lineage_problems(inputs: dict, sources: list[str], current: dict[str, str]) -> dict[str, list[str]]:
+    """{stage item: why} for every record `collect` gathered that does not descend from the current upstream outputs
+    (`synthaug.lineage`): classifier records, FIDs, label fidelity, and the analyses where they have run."""
+    every = tuple(f"synthetic/{s}" for s in sources)
+    records = [(classify_stage(r["arm"]), r.get("inputs"), ()) for r in inputs["runs"]]
+    records += [(f"fid@{s}", m.get("inputs"), (f"synthetic/{s}",)) for s, m in inputs["fid"].items()]
+    records.append(("fidelity", inputs["fidelity"].get("inputs"), every))
+    records += [(stage, inputs[key].get("inputs"), every if key == "analysis" else ())
+                for stage, key in (("analyse", "analysis"), ("gradcam", "gradcam")) if inputs[key]]
+    return check(records, current)
 
 
 # The `analyse` stage's per-source scores the report shows (metrics/analysis.json holds them as `key.source`).
@@ -85,8 +101,12 @@ def summarise(inputs: dict, context: dict) -> dict:
     compared = [c for c in cells if "gain" in c]
     family_level = bonferroni_level(len(compared))
     for c in compared:
-        _, ci, _ = paired_gain(acc[(c["arm"], c["fraction"])], acc[("real", c["fraction"])], family_level)
-        c.update(gain_ci_corrected=ci, significant_corrected=significant(c["gain"], ci))
+        arm, base = acc[(c["arm"], c["fraction"])], acc[("real", c["fraction"])]
+        _, ci, _ = paired_gain(arm, base, family_level)
+        diffs = [arm[s] - base[s] for s in sorted(set(arm) & set(base))]
+        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan
+        c.update(gain_ci_corrected=ci, significant_corrected=significant(c["gain"], ci), gain_sd=sd,
+                 detectable=detectable_gain(sd, len(diffs), family_level))
     curve = [c for c in cells if c["arm"] == "real"]
     counts, means = [c["real_images"] for c in curve], [c["accuracy"] for c in curve]
     for c in cells:
@@ -114,6 +134,7 @@ def summarise(inputs: dict, context: dict) -> dict:
         if usable or key in ("fid", "label_fidelity"):  # analysis scores only where `analyse` has run
             correlation[f"{key}_vs_gain"] = spearman([q[key] for q in usable], [q["gain"] for q in usable])
     summary = {"context": context, "cells": cells, "sources": sources, "correlation": correlation,
+               "trend": trend_over_fractions(cells, acc),
                "gradcam": inputs.get("gradcam", {}),
                "comparisons": {"count": len(compared), "corrected_level": family_level},
                "reference": {"label_fidelity": fidelity.get("real_test"), "diversity_ratio": 1.0,
@@ -122,104 +143,14 @@ def summarise(inputs: dict, context: dict) -> dict:
                              "judge_real_images": fidelity.get("judge_real_images"),
                              "line_orientation_tv": inputs["analysis"].get("line_orientation_tv.real_heldout"),
                              "nearest_k": inputs["analysis"].get("nearest_k")}}
-    summary["answer"] = answer_lines(summary)
+    summary["lineage"] = context.get("lineage", {})
+    # No answer from records of mixed upstream states: the report names what is stale instead.
+    summary["answer"] = [] if summary["lineage"].get("stale") else answer_lines(summary)
     return summary
 
 
 def _cell(cells: list[dict], arm: str, fraction: float | None) -> dict | None:
     return next((c for c in cells if c["arm"] == arm and c["fraction"] == fraction), None)
-
-
-def pts(x: float | None, signed: bool = False) -> str:
-    """An accuracy (a share) in percentage points."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
-
-
-def worth(c: dict, sentence: bool = False) -> str:
-    """What a mixed arm's synthetic images are worth in real images: the real count at which the real-only curve
-    reaches the arm's accuracy, minus the arm's own real images (negative: the mix scores like fewer)."""
-    status = c.get("real_equivalent_status")
-    if status in ("above", "below"):
-        return (f"{'more' if status == 'above' else 'less'} than the real-only curve can tell ({status} its measured "
-                "range)") if sentence else f"{status} the measured range"
-    if status is None:
-        return "n/a"
-    extra = round(c["real_equivalent"] - c["real_images"])
-    return (f"about {extra:,} real images (interpolated on the real-only curve)" if sentence
-            else f"{extra:,} (interpolated)")
-
-
-def answer_lines(summary: dict) -> list[str]:
-    """Five plain-language lines, each computed from the summary's numbers."""
-    ctx, cells = summary["context"], summary["cells"]
-    n_seeds = len(ctx["seeds"])
-    mixed = [c for c in cells if c["arm"].startswith("real+") and c["arm"] != "real+all" and "gain" in c]
-
-    def where(c: dict) -> str:
-        return f"{c['arm'][5:]} at {c['fraction']:g} ({pts(c['gain'], True)} ± {pts(c['gain_ci95'])})"
-
-    basis = f"{n_seeds} seeds, 95% t-interval of the paired gain over `real`, in points"
-    fam = summary["comparisons"]
-
-    def corrected(group: list[dict], what: str) -> str:
-        if not group:
-            return ""
-        keep = [f"{c['arm'][5:]} at {c['fraction']:g}" for c in group if c["significant_corrected"]]
-        return (f" After a Bonferroni correction for the {fam['count']} comparisons (intervals at "
-                f"{100 * fam['corrected_level']:.2f}%), " + ("; ".join(keep) if keep else "none") + f" still {what}.")
-
-    helping = [c for c in mixed if c["significant"] and c["gain"] > 0]
-    hurting = [c for c in mixed if c["significant"] and c["gain"] < 0]
-    helps, hurts = [where(c) for c in helping], [where(c) for c in hurting]
-    lines = [("Helps significantly: " + "; ".join(helps) if helps else
-              "No source helps significantly at any fraction studied") + f" ({basis})."
-             + corrected(helping, "helps"),
-             ("Hurts significantly: " + "; ".join(hurts) if hurts else "No source hurts significantly") + "."
-             + corrected(hurting, "hurts")]
-    head = [c for c in mixed if c["fraction"] == ctx["headline_fraction"]]
-    if head:
-        best = max(head, key=lambda c: c["gain"])
-        lines.append(f"Largest mean gain at {best['fraction']:g} of the real data ({best['real_images']:,} images): "
-                     f"{best['arm'][5:]} {pts(best['gain'], True)} ± {pts(best['gain_ci95'])} points; its "
-                     f"{best['synthetic_images']:,} synthetic images are worth {worth(best, sentence=True)} here.")
-    else:
-        lines.append("No mixed arm ran at the headline fraction.")
-    by_f: dict[float, list[float]] = defaultdict(list)
-    for c in mixed:
-        by_f[c["fraction"]].append(c["gain"])
-    if len(by_f) >= 2:
-        lo, hi = min(by_f), max(by_f)
-        m_lo, m_hi = (sum(by_f[f]) / len(by_f[f]) for f in (lo, hi))
-        trend = "falls" if m_hi < m_lo else "rises"  # "shrinks" misread for losses
-        lines.append(f"Mean gain over all sources: {pts(m_lo, True)} points at {lo:g} of the real data, "
-                     f"{pts(m_hi, True)} at {hi:g}: it {trend} as real data grows.")
-    elif by_f:
-        (f, g), = by_f.items()
-        lines.append(f"Mean gain over all sources at {f:g} of the real data: {pts(sum(g) / len(g), True)} points "
-                     "(one fraction studied).")
-    else:
-        lines.append("No paired gains to compare across fractions.")
-    rho, p, n = summary["correlation"]["fid_vs_gain"]
-    if math.isnan(rho):
-        lines.append(f"FID against gain: too few sources ({n}) for a rank correlation.")
-    else:
-        verdict = ("lower FID went with larger gains" if rho < 0 else "lower FID did not go with larger gains")
-        sig = "significant" if p < 0.05 else "not significant"
-        line = (f"Does FID predict usefulness here? Spearman rho(FID, gain at {ctx['headline_fraction']:g}) = "
-                f"{rho:.2f} over {n} sources (p = {p:.2f}, {sig}): {verdict}.")
-        ranked = [(name[:-len("_vs_gain")], r) for name, r in summary["correlation"].items() if not math.isnan(r[0])]
-        if len(ranked) > 1:
-            best, (b_rho, b_p, b_n) = max(ranked, key=lambda kv: abs(kv[1][0]))
-            line += (f" Of {len(ranked)} quality scores, {SCORE_NAMES.get(best, best)} ranks the sources closest to "
-                     f"their gains (rho = {b_rho:.2f}, p = {b_p:.2f} over {b_n} sources, not corrected for picking "
-                     f"the closest of {len(ranked)}).")
-        lines.append(line)
-    return lines
-
-
-SCORE_NAMES = {"fid": "FID", "kid": "KID", "label_fidelity": "label fidelity"}
 
 
 def seen_by_generators(ctx: dict) -> str:
@@ -229,12 +160,30 @@ def seen_by_generators(ctx: dict) -> str:
     return f"generators saw {ctx['generator_images']:,} real images ({ctx['generator_fraction']:g})"
 
 
+def lineage_refusal(lineage: dict) -> list[str]:
+    stale = lineage["stale"]
+    return ["**No answer: these records come from mixed upstream states.** Each stage item below made its records "
+            "from inputs that have been replaced since (or recorded none), so its figures would be paired with "
+            "figures of other data:", "",
+            *(f"- `{item}`: {'; '.join(why)}" for item, why in sorted(stale.items())), "",
+            f"Refresh them, then the report: `{refresh_command(stale)}`"]
+
+
+def provenance(lineage: dict) -> str:
+    """The report's own line on where its figures come from: the commit, and whether every input is current."""
+    commit = lineage.get("commit") or "unknown (not a git checkout)"
+    state = ("every record descends from the current upstream outputs" if not lineage.get("stale")
+             else f"{len(lineage['stale'])} stage items are stale (see The answer)")
+    return (f"Made at commit `{commit}`{' (with uncommitted changes)' if lineage.get('dirty') else ''}; lineage "
+            f"checked over {lineage.get('records', 0)} records: {state}.")
+
+
 def header(ctx: dict) -> list[str]:
     lines = [f"Dataset `{ctx['dataset']}`. Classifiers `{ctx['arch']}`, {ctx['steps']} steps of {ctx['batch_size']} "
              f"each, {ctx['synthetic_ratio']:g} of every mixed batch synthetic, evaluated on the real test split; "
              f"{len(ctx['seeds'])} seeds ({', '.join(map(str, ctx['seeds']))}). Accuracy: mean ± 95% t-interval. "
              "Gain: the paired difference to `real` per seed, in points, with its own interval; significant "
-             "only when that interval excludes 0."]
+             "only when that interval excludes 0.", randomness(ctx)]
     if ctx["generator_fraction"] >= 1.0:
         lines.append(f"**Generators and inversion saw all {ctx['train_images']:,} real training images** "
                      "(`generator_fraction: 1.0`), including images that classifiers at smaller fractions were "
@@ -255,19 +204,22 @@ def markdown(summary: dict) -> str:
         done = [s for s in ctx["sources"] if s not in ctx["pending_sources"]]
         out += [f"**Study in progress.** Not run yet: {', '.join(ctx['pending_sources'])} (and `real+all`, which "
                 f"pools every source). Everything below covers {', '.join(done)} only.", ""]
-    out += ["## The answer", ""] + [f"{i}. {a}" for i, a in enumerate(summary["answer"], 1)]
-    out += ["", *header(ctx), "", f"## Real-only learning curve ({seen})", "",
+    out += ["## The answer", ""] + (lineage_refusal(summary["lineage"]) if summary["lineage"].get("stale") else
+                                    [f"{i}. {a}" for i, a in enumerate(summary["answer"], 1)])
+    out += ["", *header(ctx), "", provenance(summary["lineage"]), "", f"## Real-only learning curve ({seen})", "",
             "| fraction | real images | accuracy (%) | ± 95% CI |", "|---|---|---|---|"]
     out += [f"| {c['fraction']:g} | {c['real_images']:,} | {pts(c['accuracy'])} | {pts(c['ci95'])} |"
             for c in cells if c["arm"] == "real"]
     for f in sorted(ctx["fractions"]):
         out += ["", f"## Arms at {f:g} of the real data ({seen})", "",
                 "| arm | real + synthetic images | accuracy (%) | ± 95% CI | gain (points) | ± 95% CI | "
-                "significant | synthetic images worth (real images) |", "|---|---|---|---|---|---|---|---|"]
+                "significant | detectable gain (points) | synthetic images worth (real images) |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for c in sorted((c for c in cells if c["fraction"] == f),
                         key=lambda c: (c["arm"] != "real", -c.get("gain", 0))):
             verdict = ("yes, also corrected" if c["significant_corrected"] else "yes") if c.get("significant") else "no"
-            gain = (pts(c["gain"], True), pts(c["gain_ci95"]), verdict) if "gain" in c else ("-", "-", "-")
+            gain = ((pts(c["gain"], True), pts(c["gain_ci95"]), verdict, pts(c.get("detectable")))
+                    if "gain" in c else ("-", "-", "-", "-"))
             out.append(f"| {c['arm']} | {c['real_images']:,} + {c['synthetic_images']:,} | {pts(c['accuracy'])} | "
                        f"{pts(c['ci95'])} | {' | '.join(gain)} | {worth(c) if c['arm'].startswith('real+') else '-'} |")
     head = ctx["headline_fraction"]
@@ -301,6 +253,8 @@ def markdown(summary: dict) -> str:
     out += gradcam_section(summary.get("gradcam", {}), [s for s in ctx["sources"] if s in summary["sources"]],
                            ctx["headline_fraction"], ctx["seeds"][0])
     fam = summary["comparisons"]
+    out += ["", "Detectable gain: the smallest true gain that this comparison's seeds would find with 80% power at the "
+            "corrected level, given the spread of its paired differences (noncentral t; `study_stats.detectable_gain`)."]
     out += ["", f"Significant: the 95% interval of the gain excludes 0; \"also corrected\": so does its interval at "
             f"{100 * fam['corrected_level']:.2f}%, the Bonferroni level for all {fam['count']} paired comparisons "
             "of this report (with that many comparisons at 95%, about one in twenty would exclude 0 by chance "
@@ -349,8 +303,12 @@ def _pct(x: float | None) -> str:
 
 
 def headline_metrics(summary: dict) -> dict[str, float]:
-    """Flat figures to compare experiments by (the report's MLflow run)."""
-    out = {f"fid.{s}": q["fid"] for s, q in summary["sources"].items()}
+    """Flat figures to compare experiments by (the report's MLflow run); none but `inputs_current` 0 from a mixed
+    state."""
+    if summary["lineage"].get("stale"):
+        return {"inputs_current": 0.0}
+    out = {"inputs_current": 1.0}
+    out.update({f"fid.{s}": q["fid"] for s, q in summary["sources"].items()})
     out.update({f"kid.{s}": q["kid"] for s, q in summary["sources"].items() if q.get("kid") is not None})
     out.update({f"follows_margin.{s}": q["follows_margin"] for s, q in summary["sources"].items()
                 if q.get("follows_margin") is not None})

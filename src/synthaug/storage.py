@@ -1,7 +1,11 @@
 """Atomic, safe reading and writing of every file a stage produces.
 
 Every output goes to a temporary file in the destination folder and is renamed into place, so a killed
-stage leaves either the old file or none, never half of one. Loads never unpickle arbitrary objects.
+stage leaves either the old file or none, never half of one. A stage's several outputs are replaced together
+through a journal (`replace_together`): once every new output is staged, a commit record lists the renames, and
+a run killed part-way through them (even by SIGKILL) is completed by the next stage that starts
+(`recover_commits`), so the outputs are all old or all new. Temporary paths carry their writer's pid; those of
+dead writers are removed when the same output is written next. Loads never unpickle arbitrary objects.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# Commit records of multi-output replacements in progress, relative to the stage's working directory (the repo root).
+JOURNAL_DIR = Path(".synthaug") / "commits"
 
 
 class StorageError(RuntimeError):
@@ -67,14 +73,53 @@ def _remove_empty(folder: Path, top: Path | None) -> None:
         p = p.parent
 
 
+def _temp_prefix(path: Path) -> str:
+    """Temporary paths beside `path` are named `.<name>.<pid>.<random>.tmp`: the pid tells a live writer's from the
+    litter of a killed one."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary paths that killed writers of `path` left beside it (their pid is not running); a live
+    writer's are kept. Returns what it removed."""
+    recover_commits()  # a killed commit's staged outputs are not litter: complete it first
+    removed = []
+    try:
+        siblings = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in siblings:
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink(
+                missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     created = _make_parents(path.parent)
+    sweep_stale_temps(path)
     done = False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(tmp)
         try:
@@ -95,55 +140,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; it replaces `path` (whole) only if the block succeeds."""
-    path = Path(path)
-    created = _make_parents(path.parent)
-    done = False
-    try:
-        with _atomic_dir(path) as tmp:
-            yield tmp
-        done = True
-    finally:
-        if not done:
-            _remove_empty(path.parent, created)
+    """Yield a temporary folder beside `path`; it replaces `path` (whole) only if the block succeeds (one output of
+    `replace_together`, so a kill between moving the old folder aside and the new one in is completed too)."""
+    with replace_together(path) as (staged,):
+        staged.mkdir()
+        os.chmod(staged, 0o777 & ~_UMASK)
+        yield staged
 
 
 @contextlib.contextmanager
-def _atomic_dir(path: Path) -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; outputs should be readable like any other
-    try:
-        try:
-            yield tmp
-        except WriteError as e:  # a file written inside the folder: name it by its final place
-            name = Path(e.filename)
-            raise _write_error(e, path / name.relative_to(tmp) if name.is_relative_to(tmp) else name) from None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def replace_together(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
+def replace_together(*paths: str | os.PathLike, journal_dir: Path | None = None) -> Iterator[tuple[Path, ...]]:
     """A stage's several outputs, replaced together and last: yields, for each output, a path of the same name
     in a temporary folder beside it (write a file or a folder there). Only when the block succeeds and every new
-    output can take its place are the old ones replaced, one rename each (undone if one fails): a failed write
-    replaces nothing."""
-    targets = [Path(p) for p in paths]
+    output can take its place are the old ones replaced, one rename each. A failed write replaces nothing; a rename
+    that fails is undone; a kill during the renames leaves a commit record in `journal_dir` that the next stage to
+    start completes (`recover_commits`), so the outputs end all new (or, killed before the record, all old)."""
+    journal_dir = JOURNAL_DIR if journal_dir is None else journal_dir
+    recover_commits(journal_dir)
+    targets = [Path(p).absolute() for p in paths]
     created = [_make_parents(t.parent) for t in targets]
+    for t in targets:
+        sweep_stale_temps(t)
     stages: list[Path] = []
     done = False
     try:
         for t in targets:
             try:
-                stages.append(Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent)))
+                stages.append(Path(tempfile.mkdtemp(prefix=_temp_prefix(t), suffix=".tmp", dir=t.parent)))
             except OSError as e:  # a read-only or full folder
                 raise _write_error(e, t) from None
         try:
@@ -152,7 +175,7 @@ def replace_together(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
             name = Path(e.filename)
             raise next((_write_error(e, t.parent / name.relative_to(s)) for s, t in zip(stages, targets)
                         if name.is_relative_to(s)), e) from None
-        _swap_in(targets, stages)
+        _swap_in(targets, stages, journal_dir)
         done = True
     finally:
         for s in stages:
@@ -162,8 +185,9 @@ def replace_together(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
                 _remove_empty(t.parent, top)
 
 
-def _swap_in(targets: list[Path], stages: list[Path]) -> None:
-    """Move each staged output onto its target, the old one aside into its staging folder (deleted with it)."""
+def _swap_in(targets: list[Path], stages: list[Path], journal_dir: Path) -> None:
+    """Move each staged output onto its target, the old one aside into its staging folder (deleted with it), under
+    a commit record written before the first rename and removed after the last."""
     for t, s in zip(targets, stages):  # a target that cannot take the new output fails before any rename
         new = s / t.name
         if not new.exists():
@@ -171,6 +195,15 @@ def _swap_in(targets: list[Path], stages: list[Path]) -> None:
         if t.exists() and t.is_dir() != new.is_dir():
             code = errno.EISDIR if t.is_dir() else errno.ENOTDIR
             raise _write_error(OSError(code, os.strerror(code)), t)
+    moves = [{"target": str(t), "new": str(s / t.name), "old": str(s / f".old-{t.name}"), "staging": str(s)}
+             for t, s in zip(targets, stages)]
+    try:
+        journal_dir.mkdir(parents=True, exist_ok=True)
+        record = journal_dir / f"{os.getpid()}-{next(tempfile._get_candidate_names())}.json"
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps({"moves": moves}, indent=1))
+    except OSError as e:
+        raise _write_error(e, journal_dir) from None
     placed: list[tuple[Path, Path | None]] = []  # targets holding their new output, and where their old one is
     current = targets[0]
     try:
@@ -190,7 +223,45 @@ def _swap_in(targets: list[Path], stages: list[Path]) -> None:
             shutil.rmtree(t) if t.is_dir() and not t.is_symlink() else t.unlink()
             if old is not None:
                 os.rename(old, t)
+        record.unlink(missing_ok=True)
         raise _write_error(e, current) from None
+    record.unlink(missing_ok=True)
+
+
+def recover_commits(journal_dir: Path | None = None) -> list[str]:
+    """Complete the multi-output replacements that a killed stage left half done: every rename of a commit record
+    is carried out (those already done are skipped), the old outputs and staging folders are removed, then the
+    record. Records of live writers are left alone. Returns the targets it completed."""
+    journal_dir = JOURNAL_DIR if journal_dir is None else journal_dir
+    done: list[str] = []
+    if not journal_dir.is_dir():
+        return done
+    for partial in journal_dir.glob(".*.tmp"):  # a record whose writer died before it was complete: no commit
+        pid = partial.name[1:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+    for record in sorted(journal_dir.glob("*.json")):
+        pid = record.name.split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+            continue  # its writer is still at it
+        try:
+            moves = json.loads(record.read_text())["moves"]
+        except (OSError, ValueError, KeyError):  # a record cut short is never written: atomic_path
+            continue
+        for m in moves:
+            target, new, old = Path(m["target"]), Path(m["new"]), Path(m["old"])
+            if os.path.lexists(new):  # not placed yet
+                if os.path.lexists(target):
+                    if os.path.lexists(old):
+                        raise StorageError(f"{record}: cannot complete the replacement of {target}: both it and "
+                                           f"{old} exist; move one away by hand")
+                    os.rename(target, old)
+                os.rename(new, target)
+                done.append(str(target))
+        for m in moves:
+            shutil.rmtree(m["staging"], ignore_errors=True)
+        record.unlink(missing_ok=True)
+    return done
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:

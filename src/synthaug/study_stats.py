@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 from scipy import stats as st
+from scipy.optimize import brentq
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -83,3 +84,39 @@ def spearman(x: list[float], y: list[float]) -> tuple[float, float, int]:
     res = st.permutation_test((y,), lambda b: st.spearmanr(x, b).statistic, permutation_type="pairings",
                               n_resamples=math.factorial(len(x)), alternative="two-sided")
     return rho, float(res.pvalue), len(x)
+
+
+def detectable_gain(sd: float, n: int, level: float, power: float = 0.8) -> float:
+    """The smallest true mean paired difference that a two-sided paired t-test with intervals at `level` (e.g. the
+    Bonferroni-corrected one) detects with probability `power`, for n pairs whose differences spread with standard
+    deviation sd: from the noncentral t distribution. nan for n < 2 or an unknown spread."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    df = n - 1
+    crit = st.t.ppf(0.5 + level / 2, df)
+
+    def detected(delta: float) -> float:  # the chance that |T| > crit when the true difference is delta
+        ncp = delta * math.sqrt(n) / sd
+        p = float(st.nct.sf(crit, df, ncp) + st.nct.cdf(-crit, df, ncp))
+        # scipy's noncentral t gives nan far in its tails at many degrees of freedom, where it is normal anyway
+        return p if math.isfinite(p) else float(st.norm.sf(crit - ncp) + st.norm.cdf(-crit - ncp))
+
+    high = sd
+    while detected(high) < power:
+        high *= 2
+    return float(brentq(lambda d: detected(d) - power, 0.0, high))
+
+
+def seeds_for_halfwidth(sd: float, halfwidth: float, level: float = 0.95, limit: int = 100_000) -> int | None:
+    """How many seeds make the t-interval of a mean (or paired gain) at most +-halfwidth, if its values spread with
+    standard deviation sd as measured; None beyond `limit` or for an unknown spread."""
+    if not math.isfinite(sd):
+        return None
+    n = 2
+    while st.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n) > halfwidth:
+        n += 1
+        if n > limit:
+            return None
+    return n

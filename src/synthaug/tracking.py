@@ -97,6 +97,17 @@ def git_commit(root: Path) -> str | None:
         return None
 
 
+def code_state(root: Path) -> dict:
+    """{"commit": HEAD or None, "dirty": whether the code and pipeline files differ from it}: what a report says
+    it was made from."""
+    commit = git_commit(root)
+    if commit is None:
+        return {"commit": None, "dirty": False}
+    out = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src", "dvc.yaml", "params.yaml"],
+                         capture_output=True, text=True)
+    return {"commit": commit[:12], "dirty": bool(out.stdout.strip())}
+
+
 def _check_reachable(uri: str) -> None:
     """Fail fast with one line when a remote tracking server does not answer (MLflow retries for minutes)."""
     if not uri.startswith(("http://", "https://")):

@@ -11,6 +11,7 @@ import math
 from synthaug.config import as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
+from synthaug.lineage import input_ids
 from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR,
                                     load_stage, require, stage_command, write_metrics)
 from synthaug.storage import StorageError, atomic_path
@@ -62,7 +63,8 @@ def analyse(params_path: str = PARAMS_OPTION) -> None:
         run.log_metrics(metrics)
         for p in (csv, png):
             run.log_artifact(p)
-    write_metrics(METRICS / "analysis.json", metrics)
+    write_metrics(METRICS / "analysis.json", {**metrics, "inputs": input_ids(synth_dir=SYNTH_DIR,
+                                                                            sources=params.sources)})
     for source in params.sources:
         s = summaries[source]
         print(f"analyse@{source}: precision {s['precision']:.3f}, recall {s['recall']:.3f}, density "

@@ -25,6 +25,7 @@ from synthaug.config import ConfigError, as_dict
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_manifest, read_shards
+from synthaug.lineage import input_ids
 from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR,
                                     classifier_weights, is_main_process, load_stage, require, stage_command,
                                     write_metrics)
@@ -94,6 +95,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
     judge_run = (max(f for f, _ in arm_runs(arm, params)), c.seeds[0]) if arm == "real" else None
     data_id = {"real": meta.get("files"), "synthetic": {s: read_manifest(SYNTH_DIR / s).get("shards")
                                                         for s in sources}}
+    inputs = input_ids(REAL_DIR if with_real else None, FRACTIONS if with_real else None, SYNTH_DIR, sources)
     settings = {"arm": arm, "sources": ",".join(sources), "synthetic_ratio": c.synthetic_ratio,
                 "classifier": as_dict(c.model), **runtime.describe()}
     main = is_main_process()
@@ -126,7 +128,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
                                                                     step + offset))
             if main:  # under torchrun: every rank trains, rank 0 keeps the weights, records and MLflow runs
                 for pending, result in zip(bank, results):
-                    _keep_run(pending, result, arm, settings, parent, params, meta)
+                    _keep_run(pending, result, arm, settings, parent, params, meta, inputs)
         if not main:
             return
         if fraction is None and seed is None:  # a full run: drop records of runs the params no longer define
@@ -156,7 +158,7 @@ class PendingRun(NamedTuple):
     data: object  # classification.ArmData
 
 
-def _keep_run(run: PendingRun, result, arm: str, settings: dict, parent, params, meta: dict) -> None:
+def _keep_run(run: PendingRun, result, arm: str, settings: dict, parent, params, meta: dict, inputs: dict) -> None:
     """One trained member: its MLflow run (training curve and test metrics), kept weights and record."""
     f, s, record, slug = run.fraction, run.seed, run.record, arm_slug(arm)
     name, metrics = run_slug(f, s), result.metrics
@@ -174,9 +176,9 @@ def _keep_run(run: PendingRun, result, arm: str, settings: dict, parent, params,
         save_checkpoint(path, {"model": result.state, "arch": c.model.arch, "arm": arm,
                                "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
                                "fraction": f, "seed": s, "real_images": metrics["real_images"],
-                               "test_accuracy": metrics["test_accuracy"]})
+                               "test_accuracy": metrics["test_accuracy"], "inputs": inputs})
     write_metrics(METRICS / "classify" / slug / f"{name}.json", {"arm": arm, "fraction": f, "seed": s, **metrics,
-                                                                 "fingerprint": run.fingerprint})
+                                                                 "fingerprint": run.fingerprint, "inputs": inputs})
     print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")
 
 

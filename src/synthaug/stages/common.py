@@ -15,7 +15,7 @@ import typer
 from synthaug import distributed
 from synthaug.config import ConfigError, Params, load_params
 from synthaug.runtime import Runtime, RuntimeConfigError, make_runtime, seed_everything
-from synthaug.storage import StorageError, save_json
+from synthaug.storage import StorageError, recover_commits, save_json
 
 log = logging.getLogger("synthaug")
 
@@ -85,6 +85,7 @@ def load_stage(params_path: str | Path, data_parallel: bool = False) -> tuple[Pa
     `data_parallel` (the training stages): with `processes` > 1 the command starts again under torchrun in that
     many processes (`distributed.relaunch`, which does not return), and each of those joins the process group
     here; only rank 0 then writes outputs and MLflow records (the stage checks `is_main_process()`)."""
+    recover_commits()  # outputs a killed stage left half replaced are completed before anything reads them
     params = load_params(params_path)
     if data_parallel:
         distributed.relaunch(params.processes)

@@ -12,9 +12,10 @@ from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
 from synthaug.generators.base import SOURCE_FAMILY
 from synthaug.runtime import Runtime
+from synthaug.lineage import input_ids
 from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
-from synthaug.storage import save_npz
+from synthaug.storage import replace_together, save_npz
 from synthaug.tracking import stage_run
 
 
@@ -84,10 +85,13 @@ def fid(source: str = typer.Argument(..., help="synthetic source"), params_path:
         kid, kid_std = kernel_inception_distance(features, ref_features, seed=params.seed)
         metrics = {"fid": value, "kid": kid, "kid_std": kid_std, "num_images": n,
                    "ref_num_images": ref_meta["num_images"], "dims": f.dims}
-        save_npz(FEATURES / f"{source}.npz", features=features.astype(np.float32), labels=labels[idx])
+        # The features (what `analyse` reads) and the FID they gave are replaced together, or neither is.
+        with replace_together(FEATURES / f"{source}.npz", METRICS / "fid" / f"{source}.json") as (feats, record):
+            save_npz(feats, features=features.astype(np.float32), labels=labels[idx])
+            write_metrics(record, {**metrics, "ref_split": ref_meta["split"],
+                                   "inputs": input_ids(synth_dir=SYNTH_DIR, sources=[source])})
         run.log_metrics(metrics)
         run.set_tags({"source": source, "ref_split": ref_meta["split"]})
-    write_metrics(METRICS / "fid" / f"{source}.json", {**metrics, "ref_split": ref_meta["split"]})
     print(f"fid@{source}: {value:.2f}, KID {kid:.4f} ± {kid_std:.4f} ({n} images vs {ref_meta['num_images']} "
           f"{ref_meta['split']} images, "
           f"dims {f.dims}; dataset {load_meta(REAL_DIR)['dataset']})")

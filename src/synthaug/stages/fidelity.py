@@ -11,6 +11,7 @@ import logging
 
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
+from synthaug.lineage import input_ids
 from synthaug.stages.common import (JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage, require,
                                     stage_command, write_metrics)
 from synthaug.storage import atomic_path
@@ -47,6 +48,8 @@ def fidelity(params_path: str = PARAMS_OPTION) -> None:
                 for name, m in scored.items() for c in range(k) if f"test_accuracy_class{c}" in m]
             tmp.write_text("\n".join(rows) + "\n")
         run.log_artifact(csv)
-    write_metrics(METRICS / "fidelity.json", {**overall, **about})
+    scored_sources = [s for s in params.sources if s not in pending]
+    write_metrics(METRICS / "fidelity.json", {**overall, **about, "inputs": input_ids(
+        REAL_DIR, synth_dir=SYNTH_DIR, sources=scored_sources)})
     print("label fidelity (judge: real arm, "
           f"{judge['real_images']} real images): " + ", ".join(f"{n} {v:.3f}" for n, v in overall.items()))

@@ -14,6 +14,7 @@ import numpy as np
 from synthaug.arms import arm_slug, classify_stage, study_arms
 from synthaug.data.groups import pick_per_class
 from synthaug.data.real import load_meta, load_prepared
+from synthaug.lineage import NO_LINEAGE, merged
 from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, classifier_weights, load_stage,
                                     require, stage_command, write_metrics)
 from synthaug.tracking import stage_run
@@ -63,7 +64,9 @@ def gradcam(params_path: str = PARAMS_OPTION) -> None:
         run.log_metrics(metrics)
         for path in figures:
             run.log_artifact(path, "gradcam" if path.parent.name == "gradcam" else None)
-    write_metrics(METRICS / "gradcam.json", metrics)
+    # Its inputs: those of the classifiers it read (each kept weight file names what its run trained on).
+    write_metrics(METRICS / "gradcam.json", {**metrics, "inputs": merged([a.get("inputs") or {NO_LINEAGE: ""}
+                                                                          for a in about.values()])})
     for arm in arms:
         s = stats[arm]
         print(f"gradcam@{arm}: foreground share {s['foreground_share']:.3f} ({s['foreground_share_vs_real']:+.3f} "

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 from synthaug.config import real_curve_fractions
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta
 from synthaug.plots import save_accuracy_png, save_gain_png, save_quality_png
-from synthaug.report import collect, headline_metrics, markdown, pending_sources, seen_by_generators, summarise
-from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, load_stage, require,
-                                    stage_command, write_metrics)
+from synthaug.lineage import current_ids
+from synthaug.report import (collect, headline_metrics, lineage_problems, markdown, pending_sources,
+                             seen_by_generators, summarise)
+from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
+                                    require, stage_command, write_metrics)
 from synthaug.storage import atomic_dir, atomic_path, save_json
-from synthaug.tracking import stage_run
+from synthaug.tracking import code_state, repo_root, stage_run
+
+log = logging.getLogger("synthaug")
 
 
 def _write_csv(path, header: str, rows: list[str]) -> None:
@@ -35,7 +40,14 @@ def report(params_path: str = PARAMS_OPTION) -> None:
                "generator_images": len(subsets[fraction_key(params.generator_fraction)])}
     pending = pending_sources(METRICS, params)
     context["pending_sources"] = pending  # a study in progress reports what has run and names the rest
-    summary = summarise(collect(METRICS, params, tuple(pending)), context)
+    inputs = collect(METRICS, params, tuple(pending))
+    done = [s for s in params.sources if s not in pending]
+    stale = lineage_problems(inputs, done, current_ids(REAL_DIR, FRACTIONS, SYNTH_DIR, done))
+    for item, why in sorted(stale.items()):
+        log.warning("report: %s is stale (%s): no answer lines from a mixed state", item, "; ".join(why))
+    context["lineage"] = {"stale": stale, "records": len(inputs["runs"]) + len(inputs["fid"]) + 3,
+                          **code_state(repo_root())}
+    summary = summarise(inputs, context)
     save_json(REPORTS / "summary.json", summary)
     md = REPORTS / "summary.md"
     with atomic_path(md) as tmp:
@@ -72,7 +84,9 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     # 'Experiment|headline'` (README) shows two experiments in one screen instead of hundreds of columns.
     headline = headline_metrics(summary)
     write_metrics(METRICS / "headline.json", {f"headline.{k}": v for k, v in sorted(headline.items())})
-    with stage_run("report", params.dataset.name, params=context) as run:
+    logged = {k: v for k, v in context.items() if k != "lineage"}  # stage items with "@" are not MLflow keys
+    logged.update(commit=context["lineage"]["commit"], stale_items=", ".join(sorted(stale)) or "none")
+    with stage_run("report", params.dataset.name, params=logged) as run:
         run.log_metrics(headline)
         run.log_group_metrics(headline)  # the `dvc exp run`'s row in MLflow carries its headline figures
         for p in (md, REPORTS / "summary.json", *(REPORTS / n for n in figures)):
