@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -68,3 +69,51 @@ def test_bad_synthaug_threads_is_one_error_line_from_a_stage(tmp_path):
     assert lines[-1].startswith("error: SYNTHAUG_THREADS must be a whole number"), lines[-1]
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_running_stages_skips_stopped_stages_and_pids_reused_by_other_processes(tmp_path):
+    """Only stages that use the cores now count: a stopped one (Ctrl-Z) does not, and a pid file whose process
+    started at another time than recorded (its pid reused since) is dropped; a running one counts."""
+    import signal
+
+    from synthaug.runtime import _proc_stat
+
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    paused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        paused.send_signal(signal.SIGSTOP)
+        for _ in range(100):  # until the kernel shows it stopped
+            if _proc_stat(paused.pid)[0] in ("T", "t"):
+                break
+            time.sleep(0.01)
+        for p in (runner, paused):
+            (tmp_path / str(p.pid)).write_text(_proc_stat(p.pid)[1])
+        reused = tmp_path / str(os.getppid())  # a live process, but not the one that registered: other start time
+        reused.write_text("1")
+        assert running_stages(tmp_path) == 2  # the runner and this process
+        assert not reused.exists() and (tmp_path / str(paused.pid)).exists()  # paused: kept, not counted
+        paused.send_signal(signal.SIGCONT)
+        assert running_stages(tmp_path) == 3
+    finally:
+        for p in (runner, paused):
+            p.kill()
+            p.wait()
+
+
+def test_the_runtime_line_says_what_a_stage_computes_in(caplog, tmp_path):
+    """fid's Inception runs in fid.precision (fp32 by default) even where the stage's runtime is bf16: its log line
+    says fp32; stages that compute no network (prepare, analyse, report) print no runtime line."""
+    import logging
+
+    import torch
+
+    from conftest import SMOKE
+    from synthaug.runtime import Runtime
+    from synthaug.stages.common import load_stage
+    from synthaug.stages.fid import fid_runtime
+
+    with caplog.at_level(logging.INFO, logger="synthaug"):
+        assert not fid_runtime(Runtime(torch.device("cpu"), bf16=True), "fp32").bf16
+        load_stage(SMOKE, log_runtime=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("runtime:")]
+    assert lines == ["runtime: {'device': 'cpu', 'precision': 'fp32'} (Inception)"]

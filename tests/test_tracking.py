@@ -126,3 +126,50 @@ def test_report_figures_reach_the_experiment_group_and_plain_repro_has_none(loca
     assert len(groups) == 1 and groups[0].data.metrics == {"gain.real_plus_vae.f0.5": -1.5}
     plain = [r for r in runs if r.info.run_name == "report" and "mlflow.parentRunId" not in r.data.tags]
     assert len(plain) == 1
+
+
+def _status_by_name(root: Path) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("synthaug-digits")
+    return {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id], max_results=100)}
+
+
+def test_a_killed_stages_run_is_marked_killed_by_the_next_stage_and_sigterm_ends_killed(local_store, monkeypatch):
+    """kill -9 lets no process close its run: the next stage to start marks a RUNNING run of a dead process on
+    this machine KILLED (a live process's run stays RUNNING). SIGTERM unwinds the stage: its run ends KILLED."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    env["DVC_ROOT"] = str(local_store)
+    body = textwrap.dedent("""
+        import os, signal, sys, time
+        from synthaug.stages.common import stage_command
+        from synthaug.tracking import stage_run
+
+        @stage_command
+        def stage():
+            with stage_run(sys.argv[1], "digits"):
+                print("started", flush=True)
+                if sys.argv[2] == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                time.sleep(60)
+        stage()
+    """)
+    killed = subprocess.run([sys.executable, "-c", body, "sample@vae", "kill"], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL and _status_by_name(local_store) == {"sample@vae": "RUNNING"}
+    live = subprocess.Popen([sys.executable, "-c", body, "sample@gan", "wait"], env=env, stdout=subprocess.PIPE)
+    assert live.stdout.readline().strip() == b"started"  # the next stage to start closed the dead one's run
+    assert _status_by_name(local_store) == {"sample@vae": "KILLED", "sample@gan": "RUNNING"}
+    monkeypatch.delenv("DVC_EXP_NAME")  # a plain `dvc repro`, as the processes above
+    with stage_run("fid@vae", "digits"):  # a live process's run stays RUNNING
+        pass
+    assert _status_by_name(local_store) == {"sample@vae": "KILLED", "sample@gan": "RUNNING", "fid@vae": "FINISHED"}
+    live.send_signal(signal.SIGTERM)
+    assert live.wait(timeout=60) != 0
+    assert _status_by_name(local_store)["sample@gan"] == "KILLED"

@@ -105,3 +105,22 @@ def test_a_read_only_store_still_gets_its_runs_link_without_the_views(store):
     assert "saved views not written, so not linked" in result.stderr and "readonly" in result.stderr
     assert result.stdout.splitlines()[1].endswith("workflowType=machine_learning")
     assert "viewStateShareKey" not in result.stdout
+
+
+def test_a_taken_port_is_one_line_and_exit_1_before_any_link(store):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _ui(["--print-only", "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: StageError: port {port} on 127.0.0.1: taken by another process; " \
+                                    "choose another with --port"
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_a_port_out_of_range_is_one_line_and_exit_2(store, port):
+    result = _ui(["--print-only", "--port", port])
+    assert result.exit_code == 2 and result.output.strip() == f"error: --port {port}: a port is a number from 1 to 65535"

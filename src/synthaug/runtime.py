@@ -119,6 +119,18 @@ def threads_from_env(value: str, cores: int) -> int:
 _RUNNING = Path(tempfile.gettempdir()) / f"synthaug-stages-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process from /proc, None if it is gone; raises OSError
+    where /proc does not exist (not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        if not Path("/proc/self/stat").exists():
+            raise
+        return None
+    return fields[0], fields[19]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -129,21 +141,50 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _stage_state(pid: int, started: str) -> str:
+    """What the stage that registered as `pid` (started at `started`, clock ticks since boot) is now: "running"
+    on the cores, "paused" (stopped by Ctrl-Z, or a zombie), "gone" (exited, or its pid reused by a later process),
+    or "unknown" (no /proc, or no start time recorded: only the pid can be checked)."""
+    if started:
+        try:
+            stat = _proc_stat(pid)
+        except OSError:
+            stat = "no /proc"
+        if stat is None or (stat != "no /proc" and stat[1] != started):
+            return "gone"
+        if stat != "no /proc":
+            return "paused" if stat[0] in ("T", "t", "Z", "X") else "running"
+    return "unknown" if _pid_alive(pid) else "gone"
+
+
 def running_stages(folder: Path = _RUNNING) -> int:
-    """Register this process as a running stage and return how many are running now (itself included)."""
+    """Register this process as a running stage and return how many are running now (itself included): stages
+    of any checkout or experiment count while their process runs (not once it exited or is stopped); the files of
+    exited ones are removed. Where a process's state cannot be read, a live pid counts and the log says so."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         mine = folder / str(os.getpid())
         if not mine.exists():
-            mine.touch()
+            try:
+                mine.write_text(_proc_stat(os.getpid())[1])
+            except (OSError, TypeError):
+                mine.write_text("")
             atexit.register(mine.unlink, missing_ok=True)
-        live = 0
+        live, unsure = 1, False
         for entry in folder.iterdir():
-            if entry.name.isdigit() and _pid_alive(int(entry.name)):
-                live += 1
-            elif entry.name.isdigit():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                state = _stage_state(int(entry.name), entry.read_text().strip())
+            except OSError:
+                continue
+            if state == "gone":
                 entry.unlink(missing_ok=True)  # a stage that was killed before it could clean up
-        return max(live, 1)
+            live += state in ("running", "unknown")
+            unsure |= state == "unknown"
+        if unsure:
+            log.info("some other synthaug stages were counted by pid alone (their state cannot be read here)")
+        return live
     except OSError:  # no writable temp dir: behave as the only stage
         return 1
 

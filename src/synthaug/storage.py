@@ -157,7 +157,7 @@ def replace_together(*paths: str | os.PathLike, journal_dir: Path | None = None)
     start completes (`recover_commits`), so the outputs end all new (or, killed before the record, all old)."""
     journal_dir = JOURNAL_DIR if journal_dir is None else journal_dir
     recover_commits(journal_dir)
-    targets = [Path(p).absolute() for p in paths]
+    targets = [Path(p) for p in paths]  # as given: errors name them as the stage does
     created = [_make_parents(t.parent) for t in targets]
     for t in targets:
         sweep_stale_temps(t)
@@ -195,11 +195,12 @@ def _swap_in(targets: list[Path], stages: list[Path], journal_dir: Path) -> None
         if t.exists() and t.is_dir() != new.is_dir():
             code = errno.EISDIR if t.is_dir() else errno.ENOTDIR
             raise _write_error(OSError(code, os.strerror(code)), t)
-    moves = [{"target": str(t), "new": str(s / t.name), "old": str(s / f".old-{t.name}"), "staging": str(s)}
-             for t, s in zip(targets, stages)]
+    moves = [{"target": str(t.absolute()), "new": str((s / t.name).absolute()),
+              "old": str((s / f".old-{t.name}").absolute()), "staging": str(s.absolute())}
+             for t, s in zip(targets, stages)]  # absolute: the record is read from wherever the next stage runs
     try:
-        journal_dir.mkdir(parents=True, exist_ok=True)
-        record = journal_dir / f"{os.getpid()}-{next(tempfile._get_candidate_names())}.json"
+        created = _make_parents(journal_dir)  # removed again below when this commit made it and it is empty
+        record = journal_dir / f"{os.getpid()}-{os.urandom(4).hex()}.json"
         with atomic_path(record) as tmp:
             tmp.write_text(json.dumps({"moves": moves}, indent=1))
     except OSError as e:
@@ -224,8 +225,10 @@ def _swap_in(targets: list[Path], stages: list[Path], journal_dir: Path) -> None
             if old is not None:
                 os.rename(old, t)
         record.unlink(missing_ok=True)
+        _remove_empty(journal_dir, created)
         raise _write_error(e, current) from None
     record.unlink(missing_ok=True)
+    _remove_empty(journal_dir, created)
 
 
 def recover_commits(journal_dir: Path | None = None) -> list[str]:

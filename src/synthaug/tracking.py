@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -207,6 +208,33 @@ class NullTracker:
 
 
 GROUP_TAG = "synthaug.dvc_exp"
+PID_TAG, HOST_TAG = "synthaug.pid", "synthaug.host"  # which process runs a stage run: a dead one's run is KILLED
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def close_dead_runs(client, exp_id: str) -> list[str]:
+    """Mark KILLED the experiment's runs still RUNNING whose process, on this machine, is gone (kill -9 lets no
+    process say so itself): without this the UI shows dead runs as live. Runs of other machines are left alone."""
+    host = socket.gethostname().replace("'", "")
+    stale = []
+    for run in client.search_runs([exp_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                  f"tags.`{HOST_TAG}` = '{host}'", max_results=1000):
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            stale.append(run.info.run_id)
+    if stale:
+        log.info("marked %d MLflow runs of killed stage processes KILLED", len(stale))
+    return stale
 
 
 def experiment_group(client, exp_id: str, exp_name: str, commit: str | None) -> str:
@@ -249,9 +277,14 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
         exp_id = exp.experiment_id if exp else client.create_experiment(
             name, artifact_location=None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlruns").as_uri(),
             tags=dict([EXPERIMENT_KIND_TAG]))
+    if parent is None:
+        with store_errors(uri):
+            close_dead_runs(client, exp_id)
     run_tags = {
         "mlflow.runName": stage,
         "synthaug.stage": stage,
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
         "dvc.stage": os.environ.get("DVC_STAGE", stage),
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "dataset": dataset,
@@ -276,9 +309,9 @@ def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
         if params:
             tracker.log_params(params)
         yield tracker
-    except BaseException:
+    except BaseException as e:
         try:  # record the failure if the store lets us; the stage's own error is the one to report
-            tracker.finish("FAILED")
+            tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         except TrackingError as e:
             log.warning("could not mark the MLflow run FAILED: %s", e)
         raise

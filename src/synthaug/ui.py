@@ -11,15 +11,17 @@ The runs table shows no metric columns until a user picks them among hundreds, s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
 import typer
 
-from synthaug.config import load_params
-from synthaug.stages.common import PARAMS_OPTION, stage_command
+from synthaug.config import ConfigError, load_params
+from synthaug.stages.common import PARAMS_OPTION, StageError, stage_command
 from synthaug.storage import StorageError
 from synthaug.tracking import TrackingError, experiment_name, redact, repo_root, store_errors, tracking_uri
 
@@ -78,6 +80,17 @@ def experiment_id(uri: str, dataset: str) -> str:
     return exp.experiment_id
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A StageError (exit 1, one line) when the server could not bind host:port, e.g. another server holds it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            why = "taken by another process" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise StageError(f"port {port} on {host}: {why}; choose another with --port") from None
+
+
 def server_command(uri: str, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
 
@@ -86,10 +99,12 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
 def ui(params: str = PARAMS_OPTION,
        host: str = typer.Option(LOCALHOST, help="address to bind; anything but 127.0.0.1 exposes the runs to "
                                 "the network"),
-       port: int = typer.Option(5000, min=1, max=65535, help="port of the MLflow server"),
+       port: int = typer.Option(5000, help="port of the MLflow server (1-65535)"),
        print_only: bool = typer.Option(False, "--print-only", help="print the link and the server command, "
                                        "start nothing")) -> None:
     """Start MLflow's server on this repo's store (or MLFLOW_TRACKING_URI) and print a link to the runs."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a port is a number from 1 to 65535")
     uri = tracking_uri()
     exp_id = experiment_id(uri, load_params(params).dataset.name)
     try:
@@ -99,6 +114,8 @@ def ui(params: str = PARAMS_OPTION,
         typer.echo(f"saved views not written, so not linked: {e}", err=True)
         views = {}
     remote = uri.startswith(("http://", "https://"))  # a team server is already serving: nothing to start
+    if not remote:
+        check_port_free(host, port)  # before any link: a link to a taken port would open another server
     base = redact(uri) if remote else f"http://{host}:{port}"
     if not remote:
         typer.echo(f"MLflow on {redact(uri)} (repo {repo_root()}); open:")

@@ -14,7 +14,7 @@ from synthaug.data.shards import read_shards
 from synthaug.lineage import input_ids
 from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR,
                                     load_stage, require, stage_command, write_metrics)
-from synthaug.storage import StorageError, atomic_path
+from synthaug.storage import StorageError, replace_together
 from synthaug.tracking import stage_run
 
 
@@ -25,7 +25,7 @@ def analyse(params_path: str = PARAMS_OPTION) -> None:
                                    mean_orientation, per_class_table, reference_halves, source_analysis)
     from synthaug.analysis_plots import save_analysis_png
 
-    params, _ = load_stage(params_path)
+    params, _ = load_stage(params_path, log_runtime=False)  # computes no network
     a = params.analysis
     meta = load_meta(require(REAL_DIR, "prepare"))
     for source in params.sources:  # every input is there before any work
@@ -53,18 +53,16 @@ def analyse(params_path: str = PARAMS_OPTION) -> None:
     names = meta["class_names"]
     with stage_run("analyse", params.dataset.name,
                    params={"analysis": as_dict(a), "sources": list(params.sources), "feature_dims": dims}) as run:
-        csv = REPORTS / "analysis_per_class.csv"
-        with atomic_path(csv) as tmp:
-            tmp.write_text(per_class_table(rows, names))
-        png = REPORTS / "analysis.png"
+        csv, png = REPORTS / "analysis_per_class.csv", REPORTS / "analysis.png"
         kid = {s: [rows[s].get(c, {}).get("kid", math.nan) for c in range(len(names))] for s in params.sources}
-        save_analysis_png(png, {s: summaries[s] for s in params.sources}, kid, names, orientation,
-                          f"{params.dataset.name}: beside FID ({dims}-d Inception features, k={a.nearest_k})")
+        with replace_together(csv, png, METRICS / "analysis.json") as (csv_path, png_path, record):  # all or none
+            csv_path.write_text(per_class_table(rows, names))
+            save_analysis_png(png_path, {s: summaries[s] for s in params.sources}, kid, names, orientation,
+                              f"{params.dataset.name}: beside FID ({dims}-d Inception features, k={a.nearest_k})")
+            write_metrics(record, {**metrics, "inputs": input_ids(synth_dir=SYNTH_DIR, sources=params.sources)})
         run.log_metrics(metrics)
         for p in (csv, png):
             run.log_artifact(p)
-    write_metrics(METRICS / "analysis.json", {**metrics, "inputs": input_ids(synth_dir=SYNTH_DIR,
-                                                                            sources=params.sources)})
     for source in params.sources:
         s = summaries[source]
         print(f"analyse@{source}: precision {s['precision']:.3f}, recall {s['recall']:.3f}, density "

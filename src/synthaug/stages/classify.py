@@ -29,7 +29,7 @@ from synthaug.lineage import input_ids
 from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR,
                                     classifier_weights, is_main_process, load_stage, require, stage_command,
                                     write_metrics)
-from synthaug.storage import StorageError, load_json, save_checkpoint, save_json
+from synthaug.storage import StorageError, load_json, replace_together, save_checkpoint, save_json
 from synthaug.tracking import stage_run
 from synthaug.training import fingerprint_of
 
@@ -172,13 +172,15 @@ def _keep_run(run: PendingRun, result, arm: str, settings: dict, parent, params,
         log.warning("classify@%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly",
                     slug, name, metrics["test_accuracy"], record["test_accuracy"])
     c = params.classify
-    for path in run.keep:
-        save_checkpoint(path, {"model": result.state, "arch": c.model.arch, "arm": arm,
-                               "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
-                               "fraction": f, "seed": s, "real_images": metrics["real_images"],
-                               "test_accuracy": metrics["test_accuracy"], "inputs": inputs})
-    write_metrics(METRICS / "classify" / slug / f"{name}.json", {"arm": arm, "fraction": f, "seed": s, **metrics,
-                                                                 "fingerprint": run.fingerprint, "inputs": inputs})
+    # The record and the weight files it vouches for are replaced together (a kill leaves both or neither new).
+    with replace_together(METRICS / "classify" / slug / f"{name}.json", *run.keep) as (record_path, *weights):
+        for path in weights:
+            save_checkpoint(path, {"model": result.state, "arch": c.model.arch, "arm": arm,
+                                   "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
+                                   "fraction": f, "seed": s, "real_images": metrics["real_images"],
+                                   "test_accuracy": metrics["test_accuracy"], "inputs": inputs})
+        write_metrics(record_path, {"arm": arm, "fraction": f, "seed": s, **metrics,
+                                    "fingerprint": run.fingerprint, "inputs": inputs})
     print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -60,11 +61,17 @@ def _fault_errors() -> tuple[type[BaseException], ...]:
     return (StageError, TrackingError, NonFiniteLossError, OSError)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def stage_command(fn: Callable) -> Callable:
     """Turn our known errors into one line on stderr and an exit code: 2 for bad input, 1 for a fault."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        # SIGTERM (a scheduler's or `kill`'s) unwinds like Ctrl-C, so the stage's MLflow run ends KILLED, not RUNNING
+        signal.signal(signal.SIGTERM, _interrupt)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                             datefmt="%H:%M:%S", stream=sys.stderr)
         try:
@@ -79,8 +86,10 @@ def stage_command(fn: Callable) -> Callable:
     return wrapper
 
 
-def load_stage(params_path: str | Path, data_parallel: bool = False) -> tuple[Params, Runtime]:
-    """Validated params and the runtime (device, precision) of a stage; seeds every RNG.
+def load_stage(params_path: str | Path, data_parallel: bool = False, log_runtime: bool = True
+               ) -> tuple[Params, Runtime]:
+    """Validated params and the runtime (device, precision) of a stage; seeds every RNG. `log_runtime`: say in the
+    log what the stage computes in (off for stages that compute no network, or in another precision: `fid`).
 
     `data_parallel` (the training stages): with `processes` > 1 the command starts again under torchrun in that
     many processes (`distributed.relaunch`, which does not return), and each of those joins the process group
@@ -92,7 +101,8 @@ def load_stage(params_path: str | Path, data_parallel: bool = False) -> tuple[Pa
     runtime = make_runtime(params.device, params.precision)
     distributed.init(distributed.from_env(), runtime.device.type)
     seed_everything(params.seed)
-    log.info("runtime: %s", runtime.describe())
+    if log_runtime:
+        log.info("runtime: %s", runtime.describe())
     return params, runtime
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import typer
@@ -18,6 +19,8 @@ from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, R
 from synthaug.storage import replace_together, save_npz
 from synthaug.tracking import stage_run
 
+log = logging.getLogger("synthaug")
+
 
 def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices of n images, classes interleaved in seeded order, so any n is (nearly) class-balanced."""
@@ -29,8 +32,10 @@ def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def fid_runtime(runtime: Runtime, precision: str) -> Runtime:
-    """The runtime Inception runs in: fp32 unless `fid.precision: runtime` asks for the stage's own."""
-    return runtime if precision == "runtime" else dataclasses.replace(runtime, bf16=False)
+    """The runtime Inception runs in: fp32 unless `fid.precision: runtime` asks for the stage's own (logged)."""
+    used = runtime if precision == "runtime" else dataclasses.replace(runtime, bf16=False)
+    log.info("runtime: %s (Inception)", used.describe())
+    return used
 
 
 @stage_command
@@ -38,7 +43,7 @@ def fid_ref(params_path: str = PARAMS_OPTION) -> None:
     """Reference Inception statistics of `fid.num_images` real images of `fid.split`."""
     from synthaug.metrics.fid import compute_features, save_stats, stats_from_activations  # import when used
 
-    params, runtime = load_stage(params_path)
+    params, runtime = load_stage(params_path, log_runtime=False)  # Inception's precision is fid.precision
     f = params.fid
     runtime = fid_runtime(runtime, f.precision)
     split = load_prepared(require(REAL_DIR, "prepare"), f.split)
@@ -62,7 +67,7 @@ def fid(source: str = typer.Argument(..., help="synthetic source"), params_path:
                                       stats_from_activations, validate_sample_count)
     from synthaug.metrics.kid import kernel_inception_distance
 
-    params, runtime = load_stage(params_path)
+    params, runtime = load_stage(params_path, log_runtime=False)  # Inception's precision is fid.precision
     if source not in SOURCE_FAMILY:
         raise ConfigError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
     f = params.fid

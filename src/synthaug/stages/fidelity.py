@@ -14,7 +14,7 @@ from synthaug.data.shards import read_shards
 from synthaug.lineage import input_ids
 from synthaug.stages.common import (JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage, require,
                                     stage_command, write_metrics)
-from synthaug.storage import atomic_path
+from synthaug.storage import replace_together
 from synthaug.tracking import stage_run
 
 log = logging.getLogger("synthaug")
@@ -39,17 +39,17 @@ def fidelity(params_path: str = PARAMS_OPTION) -> None:
     overall = {name: m["test_accuracy"] for name, m in scored.items()}
     about = {"judge_fraction": judge["fraction"], "judge_seed": judge["seed"],
              "judge_real_images": judge["real_images"]}
+    scored_sources = [s for s in params.sources if s not in pending]
     with stage_run("fidelity", params.dataset.name, params={**about, **runtime.describe()}) as run:
         run.log_metrics({f"label_fidelity.{name}": v for name, v in overall.items()})
         csv = REPORTS / "fidelity_per_class.csv"
-        with atomic_path(csv) as tmp:
+        with replace_together(csv, METRICS / "fidelity.json") as (csv_path, record):  # both or neither
             rows = ["source,class,label_fidelity"] + [
                 f"{name},{meta['class_names'][c]},{m[f'test_accuracy_class{c}']:.6f}"
                 for name, m in scored.items() for c in range(k) if f"test_accuracy_class{c}" in m]
-            tmp.write_text("\n".join(rows) + "\n")
+            csv_path.write_text("\n".join(rows) + "\n")
+            write_metrics(record, {**overall, **about, "inputs": input_ids(REAL_DIR, synth_dir=SYNTH_DIR,
+                                                                            sources=scored_sources)})
         run.log_artifact(csv)
-    scored_sources = [s for s in params.sources if s not in pending]
-    write_metrics(METRICS / "fidelity.json", {**overall, **about, "inputs": input_ids(
-        REAL_DIR, synth_dir=SYNTH_DIR, sources=scored_sources)})
     print("label fidelity (judge: real arm, "
           f"{judge['real_images']} real images): " + ", ".join(f"{n} {v:.3f}" for n, v in overall.items()))

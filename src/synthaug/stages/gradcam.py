@@ -17,6 +17,7 @@ from synthaug.data.real import load_meta, load_prepared
 from synthaug.lineage import NO_LINEAGE, merged
 from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, classifier_weights, load_stage,
                                     require, stage_command, write_metrics)
+from synthaug.storage import replace_together
 from synthaug.tracking import stage_run
 
 GRID_CLASSES = 10  # the grids show the first ten classes (CUB has 200)
@@ -53,20 +54,23 @@ def gradcam(params_path: str = PARAMS_OPTION) -> None:
     figures = {REPORTS / "gradcam.png": arms}
     figures.update({REPORTS / "gradcam" / f"{s}.png": ["real", f"real+{s}", f"synth:{s}"] for s in params.sources})
     first_fraction = about["real"]["fraction"]
-    for path, rows in figures.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_gradcam_grid(path, images[where], {a: cams[a][where] for a in rows}, captions,
-                          f"{params.dataset.name}: Grad-CAM for the true class (classifiers at {first_fraction:g} "
-                          f"of the real data, seed {about['real']['seed']}; synth: none)")
+    # Its inputs: those of the classifiers it read (each kept weight file names what its run trained on).
+    record = {**metrics, "inputs": merged([a.get("inputs") or {NO_LINEAGE: ""} for a in about.values()])}
+    with replace_together(REPORTS / "gradcam.png", REPORTS / "gradcam", METRICS / "gradcam.json") as (
+            overview, folder, metrics_path):  # figures and figures' numbers together
+        folder.mkdir()
+        staged = {path: overview if path == REPORTS / "gradcam.png" else folder / path.name for path in figures}
+        for path, rows in figures.items():
+            save_gradcam_grid(staged[path], images[where], {a: cams[a][where] for a in rows}, captions,
+                              f"{params.dataset.name}: Grad-CAM for the true class (classifiers at "
+                              f"{first_fraction:g} of the real data, seed {about['real']['seed']}; synth: none)")
+        write_metrics(metrics_path, record)
     with stage_run("gradcam", params.dataset.name,
                    params={"images": int(len(idx)), "mask_threshold": g.mask_threshold,
                            "fraction": first_fraction, "seed": about["real"]["seed"], "arms": len(arms)}) as run:
         run.log_metrics(metrics)
         for path in figures:
             run.log_artifact(path, "gradcam" if path.parent.name == "gradcam" else None)
-    # Its inputs: those of the classifiers it read (each kept weight file names what its run trained on).
-    write_metrics(METRICS / "gradcam.json", {**metrics, "inputs": merged([a.get("inputs") or {NO_LINEAGE: ""}
-                                                                          for a in about.values()])})
     for arm in arms:
         s = stats[arm]
         print(f"gradcam@{arm}: foreground share {s['foreground_share']:.3f} ({s['foreground_share_vs_real']:+.3f} "

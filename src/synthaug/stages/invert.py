@@ -17,7 +17,7 @@ from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.fid import fid_runtime  # Inception's precision, as the fid stage's
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, is_main_process,
                                     load_stage, require, seen_real_images, stage_command, write_metrics)
-from synthaug.storage import save_json, sha256_file
+from synthaug.storage import replace_together, save_json, sha256_file
 from synthaug.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run
 from synthaug.training import fingerprint_of
 
@@ -53,18 +53,22 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
         if not main:
             return
         result.summary = {k: v for k, v in result.summary.items() if math.isfinite(v)}  # one group: no interval
-        save_json(PLOTS / "invert" / "dinv.json", result.history)
         curves = PLOTS / "invert" / "dinv.png"
-        save_curves_png(curves, result.history, "invert: denoising loss of the learned embeddings")
+        outputs = [PLOTS / "invert" / "dinv.json", curves, METRICS / "invert.json"]
+        preview = PREVIEW in result.images  # absent with invert.preview_groups 0
+        with replace_together(*outputs, *([REPORTS / "grids" / PREVIEW] if preview else [])) as staged:
+            save_json(staged[0], result.history)
+            save_curves_png(staged[1], result.history, "invert: denoising loss of the learned embeddings")
+            write_metrics(staged[2], {"steps": result.steps, "train_images": int(members.size),
+                                      "generator_fraction": params.generator_fraction, **result.summary})
+            if preview:
+                names = [meta["class_names"][group_labels[g]] for g in preview_rows(group_labels, p.preview_groups)]
+                save_grid_png(staged[3], result.images[PREVIEW], names,
+                              title="real group | samples from its learned embedding | from its class embedding")
         run.log_artifact_as(curves, LOSS_ARTIFACT)  # one name in every run: compare view
         run.log_metrics(result.summary)
-        if PREVIEW in result.images:  # absent with invert.preview_groups 0
-            names = [meta["class_names"][group_labels[g]] for g in preview_rows(group_labels, p.preview_groups)]
-            save_grid_png(REPORTS / "grids" / PREVIEW, result.images[PREVIEW], names,
-                          title="real group | samples from its learned embedding | from its class embedding")
+        if preview:
             run.log_artifact_as(REPORTS / "grids" / PREVIEW, GRID_ARTIFACT)
-    write_metrics(METRICS / "invert.json", {"steps": result.steps, "train_images": int(members.size),
-                                            "generator_fraction": params.generator_fraction, **result.summary})
     print(f"invert: {len(group_labels)} groups of {p.group_size}; denoising loss {result.summary['loss_learned']:.4f} "
           f"with learned embeddings vs {result.summary['loss_class_embedding']:.4f} with class embeddings")
     if "follows_margin" in result.summary:

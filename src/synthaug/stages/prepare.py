@@ -8,14 +8,14 @@ from synthaug.config import as_dict, prepared_fractions
 from synthaug.data.fractions import nested_fractions, save_fractions
 from synthaug.data.real import load_dataset, write_prepared
 from synthaug.stages.common import FRACTIONS, PARAMS_OPTION, REAL_DIR, load_stage, stage_command
-from synthaug.storage import atomic_dir
+from synthaug.storage import replace_together
 from synthaug.tracking import stage_run
 
 
 @stage_command
 def prepare(params_path: str = PARAMS_OPTION) -> None:
     """Load the real dataset, write data/real/{train,test}.npz + meta.json, and data/fractions.json."""
-    params, _ = load_stage(params_path)
+    params, _ = load_stage(params_path, log_runtime=False)  # computes no network
     d = params.dataset
     # The run spans the work, so its duration in MLflow is the stage's wall time.
     wanted = prepared_fractions(params)
@@ -26,10 +26,11 @@ def prepare(params_path: str = PARAMS_OPTION) -> None:
         fractions = nested_fractions(ds.train.labels, wanted, params.seed)
         # data/real's bytes depend only on the dataset (deterministic npz), so changing the fractions re-runs
         # this cheap stage but none of the generators that read data/real.
-        with atomic_dir(REAL_DIR) as tmp:
-            write_prepared(ds, tmp)
-        save_fractions(FRACTIONS, fractions, {"seed": params.seed, "fractions": wanted,
-                                              "generator_fraction": params.generator_fraction})
+        with replace_together(REAL_DIR, FRACTIONS) as (real_dir, fractions_path):  # both or neither
+            real_dir.mkdir()
+            write_prepared(ds, real_dir)
+            save_fractions(fractions_path, fractions, {"seed": params.seed, "fractions": wanted,
+                                                       "generator_fraction": params.generator_fraction})
         run.log_metrics({"train_images": len(ds.train.labels), "test_images": len(ds.test.labels),
                          "num_classes": len(ds.class_names),
                          **{f"fraction_{k}_images": len(v) for k, v in fractions.items()}})

@@ -14,7 +14,7 @@ from synthaug.report import (collect, headline_metrics, lineage_problems, markdo
                              seen_by_generators, summarise)
 from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
-from synthaug.storage import atomic_dir, atomic_path, save_json
+from synthaug.storage import atomic_path, replace_together, save_json
 from synthaug.tracking import code_state, repo_root, stage_run
 
 log = logging.getLogger("synthaug")
@@ -28,7 +28,7 @@ def _write_csv(path, header: str, rows: list[str]) -> None:
 @stage_command
 def report(params_path: str = PARAMS_OPTION) -> None:
     """Summarise the study's metrics into reports/ (markdown, JSON, PNG figures, DVC plot data)."""
-    params, _ = load_stage(params_path)
+    params, _ = load_stage(params_path, log_runtime=False)  # computes no network
     meta = load_meta(require(REAL_DIR, "prepare"))
     subsets = load_fractions(require(FRACTIONS, "prepare"))
     c = params.classify
@@ -48,11 +48,6 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     context["lineage"] = {"stale": stale, "records": len(inputs["runs"]) + len(inputs["fid"]) + 3,
                           **code_state(repo_root())}
     summary = summarise(inputs, context)
-    save_json(REPORTS / "summary.json", summary)
-    md = REPORTS / "summary.md"
-    with atomic_path(md) as tmp:
-        tmp.write_text(markdown(summary))
-
     cells, seen = summary["cells"], seen_by_generators(context)
     series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     gains: dict[float, dict[str, tuple[float, float]]] = defaultdict(dict)
@@ -68,22 +63,31 @@ def report(params_path: str = PARAMS_OPTION) -> None:
                    p, gains, f"paired gain over real, {len(c.seeds)} seeds ({seen})"),
                "quality_vs_gain.png": lambda p: save_quality_png(
                    p, quality, f"quality against usefulness at {head:g} of the real data ({seen})")}
-    for name, draw in figures.items():
-        draw(REPORTS / name)
-    # DVC plot data: one CSV per arm (`dvc plots show` draws each file as a line), gains, FID against gain.
-    with atomic_dir(REPORTS / "accuracy") as tmp:
-        for arm, points in series.items():
-            _write_csv(tmp / f"{arm}.csv", "real_images,accuracy,ci95",
-                       [f"{n},{m:.6f},{ci:.6f}" for n, m, ci in sorted(points)])
-    _write_csv(REPORTS / "gain.csv", "source,fraction,gain,ci95",
-               [f"{s},{f:g},{g:.6f},{ci:.6f}" for f, by in sorted(gains.items()) for s, (g, ci) in sorted(by.items())])
-    _write_csv(REPORTS / "quality.csv", "source,fid,label_fidelity,gain",
-               [f"{s},{q['fid']:.4f},{q['label_fidelity']:.6f},{q['gain'] if q['gain'] is not None else 'nan'}"
-                for s, q in sorted(quality.items())])
     # The figures experiments are compared by, in one small DVC metrics file: `dvc exp show --drop '.*' --keep
     # 'Experiment|headline'` (README) shows two experiments in one screen instead of hundreds of columns.
     headline = headline_metrics(summary)
-    write_metrics(METRICS / "headline.json", {f"headline.{k}": v for k, v in sorted(headline.items())})
+    md = REPORTS / "summary.md"
+    outputs = [REPORTS / "summary.json", md, *(REPORTS / n for n in figures), REPORTS / "accuracy",
+               REPORTS / "gain.csv", REPORTS / "quality.csv", METRICS / "headline.json"]
+    # Every output is replaced together (storage.replace_together), so the summary, figures and headline always
+    # describe the same records, even if the stage is killed while writing them.
+    with replace_together(*outputs) as (summary_json, summary_md, *pngs, accuracy, gain_csv, quality_csv, hl):
+        save_json(summary_json, summary)
+        summary_md.write_text(markdown(summary))
+        for path, draw in zip(pngs, figures.values()):
+            draw(path)
+        # DVC plot data: one CSV per arm (`dvc plots show` draws each file as a line), gains, FID against gain.
+        accuracy.mkdir()
+        for arm, points in series.items():
+            _write_csv(accuracy / f"{arm}.csv", "real_images,accuracy,ci95",
+                       [f"{n},{m:.6f},{ci:.6f}" for n, m, ci in sorted(points)])
+        _write_csv(gain_csv, "source,fraction,gain,ci95",
+                   [f"{s},{f:g},{g:.6f},{ci:.6f}" for f, by in sorted(gains.items())
+                    for s, (g, ci) in sorted(by.items())])
+        _write_csv(quality_csv, "source,fid,label_fidelity,gain",
+                   [f"{s},{q['fid']:.4f},{q['label_fidelity']:.6f},{q['gain'] if q['gain'] is not None else 'nan'}"
+                    for s, q in sorted(quality.items())])
+        write_metrics(hl, {f"headline.{k}": v for k, v in sorted(headline.items())})
     logged = {k: v for k, v in context.items() if k != "lineage"}  # stage items with "@" are not MLflow keys
     logged.update(commit=context["lineage"]["commit"], stale_items=", ".join(sorted(stale)) or "none")
     with stage_run("report", params.dataset.name, params=logged) as run:

@@ -14,7 +14,7 @@ from synthaug.generators.base import FAMILIES, GeneratorSpec, family_module, tra
 from synthaug.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, is_main_process, load_stage,
                                     require, seen_real_images, stage_command, write_metrics)
-from synthaug.storage import save_json
+from synthaug.storage import replace_together, save_json
 from synthaug.tracking import LOSS_ARTIFACT, stage_run
 from synthaug.training import fingerprint_of
 
@@ -46,16 +46,18 @@ def train(family: str = typer.Argument(..., help=f"generator family: {', '.join(
                                              family=family, fingerprint=fingerprint)
         if not is_main_process():  # under torchrun: rank 0 writes the outputs
             return
-        save_json(PLOTS / "train" / f"{family}.json", result.history)
         curves = PLOTS / "train" / f"{family}.png"
-        save_curves_png(curves, result.history, f"train@{family}")
-        run.log_artifact_as(curves, LOSS_ARTIFACT)  # one name in every run: compare view
         summary = {"steps": result.steps, "train_images": len(seen), "generator_fraction": params.generator_fraction,
                    **result.summary}
+        with replace_together(PLOTS / "train" / f"{family}.json", curves, METRICS / "train" / f"{family}.json") as (
+                history_path, curves_path, metrics_path):  # the loss history, its figure and the summary together
+            save_json(history_path, result.history)
+            save_curves_png(curves_path, result.history, f"train@{family}")
+            write_metrics(metrics_path, summary)
+        run.log_artifact_as(curves, LOSS_ARTIFACT)  # one name in every run: compare view
         run.log_metrics(summary)
         with tempfile.TemporaryDirectory() as tmp:
             for name, grid in result.images.items():
                 save_grid_png(Path(tmp) / name, grid, title=f"train@{family}: {name.rsplit('.', 1)[0]}")
                 run.log_artifact(Path(tmp) / name)
-    write_metrics(METRICS / "train" / f"{family}.json", summary)
     print(f"train@{family}: {result.steps} steps, " + ", ".join(f"{k}={v:.4g}" for k, v in result.summary.items()))
