@@ -25,7 +25,7 @@ from synthaug.metrics.kid import kernel_inception_distance
 from synthaug.metrics.saturation import background_level, saturated
 from synthaug.runtime import make_runtime
 from synthaug.stages.common import FID_REF
-from synthaug.training import to_uint8
+from synthaug.arrays import to_uint8
 
 BLOCK = 250
 

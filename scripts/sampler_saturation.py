@@ -35,7 +35,7 @@ from synthaug.runtime import make_runtime
 from synthaug.samplers import DDIMSampler, DDPMSampler, predict_x0
 from synthaug.stages.common import MODELS
 from synthaug.storage import load_checkpoint, load_state_strict
-from synthaug.training import to_uint8
+from synthaug.arrays import to_uint8
 
 
 class DynamicThresholdDDPM(DDPMSampler):

@@ -21,7 +21,7 @@ from synthaug.objectives.diffusion import eps_from_output
 from synthaug.runtime import make_runtime
 from synthaug.samplers import predict_x0
 from synthaug.stages.common import MODELS, REAL_DIR
-from synthaug.training import to_model_range
+from synthaug.arrays import to_model_range
 
 
 def rmse(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -58,7 +58,7 @@ def test_invert_stage_deps_are_the_fingerprinted_code():
 # synthaug.lineage only names a record's inputs (content ids): plumbing for the stages that write records, a real
 # dependency of the report, which judges them (dvc.yaml lists it there).
 PLUMBING = {"synthaug.config", "synthaug.storage", "synthaug.tracking", "synthaug.runtime", "synthaug.stages.common",
-            "synthaug.data.real", "synthaug.data.shards", "synthaug.lineage"}
+            "synthaug.data.real", "synthaug.data.shards", "synthaug.data.errors", "synthaug.lineage"}
 
 
 def _synthaug_imports(module: str, seen: set[str]) -> set[str]:

@@ -18,8 +18,8 @@ from synthaug.nets.vae import ConditionalVAE, VAEConfig
 from synthaug.objectives.vae import annealed_beta, kl_to_standard_normal, vae_loss
 from synthaug.runtime import seed_everything
 from synthaug.storage import load_checkpoint
-from synthaug.training import (EMA, BatchStream, NonFiniteLossError, check_finite, fingerprint_of, run_training,
-                               to_model_range, to_uint8)
+from synthaug.arrays import to_model_range, to_uint8
+from synthaug.training import EMA, BatchStream, NonFiniteLossError, check_finite, fingerprint_of, run_training
 
 NUM_CLASSES = 4
 

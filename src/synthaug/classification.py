@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from synthaug.nets.resnet import build_classifier
 from synthaug.runtime import Runtime
-from synthaug.training import iterate_batches, to_model_range
+from synthaug.arrays import iterate_batches, to_model_range
 
 
 @torch.no_grad()

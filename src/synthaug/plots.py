@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from synthaug.arrays import class_grid  # noqa: E402,F401 (sample grids; re-used by figures only)
 from synthaug.storage import atomic_path  # noqa: E402
 
 
@@ -18,17 +19,6 @@ def _save(fig, path: str | Path, dpi: int = 110, bbox_inches: str | None = "tigh
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches=bbox_inches)
     plt.close(fig)
-
-
-def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int) -> np.ndarray:
-    """A uint8 mosaic with one row per class and the first `per_class` images of that class (blank if fewer)."""
-    h, w, c = images.shape[1:]
-    grid = np.zeros((num_classes * (h + 2), per_class * (w + 2), c), dtype=np.uint8)
-    for k in range(num_classes):
-        idx = np.flatnonzero(labels == k)[:per_class]
-        for j, i in enumerate(idx):
-            grid[k * (h + 2) + 1:k * (h + 2) + 1 + h, j * (w + 2) + 1:j * (w + 2) + 1 + w] = images[i]
-    return grid
 
 
 GRID_MAX_CLASSES = 20  # rows of a sample grid: its memory (matplotlib's float copies too) is bounded by this

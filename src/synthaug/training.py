@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from synthaug import distributed
+from synthaug.arrays import to_model_range
 from synthaug.runtime import Runtime, rng_state, seed_everything, set_rng_state
 from synthaug.storage import load_checkpoint, save_checkpoint
 
@@ -42,18 +43,6 @@ class Trainable(Protocol):
         """Everything needed to resume: state dicts of nets, optimizers, schedulers, EMA."""
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-def to_model_range(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N,H,W,C] -> float [N,C,H,W] in [-1, 1] (the range every generator works in)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-    return x.div_(127.5).sub_(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float [N,C,H,W] in [-1, 1] -> uint8 [N,H,W,C] (clipped)."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class BatchStream:
@@ -240,8 +229,3 @@ def _why_not_resumable(stored: str, ours: str) -> str | None:
     if made_by and made_by != our_code:
         return "by other training code"
     return None
-
-
-def iterate_batches(n: int, batch_size: int) -> Iterable[slice]:
-    for i in range(0, n, batch_size):
-        yield slice(i, min(i + batch_size, n))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthaug.data.errors import DatasetError
 from synthaug.storage import StorageError, load_json, save_json
 
 
@@ -102,7 +103,6 @@ def save_fractions(path: str | os.PathLike, d: dict[str, list[int]], meta: dict)
 
 def load_fractions(path: str | os.PathLike, with_meta: bool = False):
     """Return the fraction -> indices dict (and the meta dict too when with_meta=True), validated."""
-    from synthaug.data.real import DatasetError  # real.py imports this module
 
     path = Path(path)
     try:

@@ -9,17 +9,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from synthaug.data.errors import DatasetError
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16-bit files (PNG, TIFF) open as I;16 or I
 GRAY_MODES = {"1", "L", "LA", "La", "F"} | INT_MODES  # a folder is RGB if any file is in another mode
 ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 BACKGROUND = "black"  # transparent pixels are composited onto it
-
-
-def _dataset_error(message: str) -> Exception:
-    from synthaug.data.real import DatasetError  # real.py imports this module
-
-    return DatasetError(message)
 
 
 def resize_stack(images: np.ndarray, size: int) -> np.ndarray:
@@ -42,12 +38,12 @@ def to_8bit(pil: Image.Image, mode: str, path: Path) -> tuple[Image.Image, str |
     if pil.mode in INT_MODES:
         arr = np.asarray(pil)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise _dataset_error(f"{path}: integer image (mode {pil.mode}) with values {arr.min()}..{arr.max()}, "
+            raise DatasetError(f"{path}: integer image (mode {pil.mode}) with values {arr.min()}..{arr.max()}, "
                                "outside 16 bits (save it as 8- or 16-bit)")
         scaled = np.rint(arr.astype(np.float64) * (255 / 65535)).astype(np.uint8)
         return Image.fromarray(scaled, "L").convert(mode), f"{pil.mode} (16-bit): 0..65535 scaled to 0..255"
     if pil.mode == "F":
-        raise _dataset_error(f"{path}: float image (mode F) has no defined value range; save it as 8- or 16-bit")
+        raise DatasetError(f"{path}: float image (mode F) has no defined value range; save it as 8- or 16-bit")
     if pil.mode in ALPHA_MODES or "transparency" in pil.info:
         rgba = pil.convert("RGBA")
         flat = Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND), rgba)
@@ -71,6 +67,6 @@ def open_image(path: Path, hasher) -> Image.Image:
         pil = Image.open(io.BytesIO(data))
         pil.load()
     except Exception as e:  # PIL raises several kinds for corrupt/truncated files
-        raise _dataset_error(f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:100]})") from None
+        raise DatasetError(f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:100]})") from None
     hasher.update(path.name.encode() + b"\0" + data)
     return pil

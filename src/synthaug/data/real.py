@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthaug.data.errors import DatasetError  # noqa: F401 (raised here; importers find it here too)
 from synthaug.data.fractions import stratified_holdout
 from synthaug.data.image_files import GRAY_MODES, IMAGE_EXTS, open_image, peek_mode, resize_stack, to_8bit, to_array
 from synthaug.storage import StorageError, load_json, load_npz, save_json, save_npz, sha256_file
@@ -32,10 +33,6 @@ CACHE = Path(os.environ.get("SYNTHAUG_CACHE", Path.home() / ".cache" / "synthaug
 
 
 log = logging.getLogger("synthaug")
-
-
-class DatasetError(ValueError):
-    """Bad dataset input; the one-line message names the file, folder or name at fault."""
 
 
 @dataclass

@@ -77,5 +77,7 @@ def source_family(source: str) -> str:
 
 def training_code(module: ModuleType, stage: str) -> tuple[str, ...]:
     """The modules whose source defines what `module` trains when run by the stage module `stage`."""
-    # data.fractions picks the real images it learns from (the generator_fraction subset).
-    return (stage, "synthaug.training", "synthaug.data.fractions", module.__name__, *module.TRAINING_CODE)
+    # data.fractions picks the real images it learns from (the generator_fraction subset); arrays maps its pixels
+    # into the nets' range.
+    return (stage, "synthaug.training", "synthaug.arrays", "synthaug.data.fractions", module.__name__,
+            *module.TRAINING_CODE)

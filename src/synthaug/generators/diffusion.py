@@ -1,7 +1,8 @@
 """Class-conditional DDPM family: one trained model, two sources (`ddpm`, `ddim`) that differ only in the sampler.
 
-Training (Ho et al. 2020, Alg. 1) minimises the eps-prediction MSE with labels dropped to the null class
-with probability `diffusion.label_dropout`, so the same net also serves classifier-free guidance. Adam,
+Training (Ho et al. 2020, Alg. 1) minimises the MSE of the U-Net's target, `diffusion.prediction`: v (the
+default; Salimans & Ho 2022, which keeps x0 bounded at the last steps) or eps (Ho et al.), with labels dropped to
+the null class with probability `diffusion.label_dropout`, so the same net also serves classifier-free guidance. Adam,
 linear learning-rate warm-up, gradient-norm clipping at 1.0 and an EMA of the weights (Ho et al. §4; the
 EMA is what samples). Forward passes run under the Runtime's autocast (bf16 on CPU), the loss in fp32.
 

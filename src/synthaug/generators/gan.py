@@ -21,7 +21,8 @@ from synthaug.objectives.gan import (OBJECTIVES, discriminator_loss, generator_l
                                      wasserstein_estimate)
 from synthaug.runtime import Runtime
 from synthaug.storage import StorageError, load_checkpoint, load_state_strict
-from synthaug.training import EMA, BatchStream, run_training, to_uint8
+from synthaug.arrays import to_uint8
+from synthaug.training import EMA, BatchStream, run_training
 
 # Besides this module, synthaug.training and the stage (see generators/base.py).
 TRAINING_CODE = ("synthaug.nets.gan", "synthaug.objectives.gan")

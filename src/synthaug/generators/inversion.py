@@ -27,14 +27,14 @@ import torch
 
 from synthaug.config import Params
 from synthaug.generators.base import TrainResult
+from synthaug.arrays import class_grid, iterate_batches, to_model_range, to_uint8
 from synthaug.generators.diffusion import DiffusionSampleFn
 from synthaug.nets.unet import UNet, UNetConfig
 from synthaug.objectives.diffusion import NoiseSchedule, diffusion_loss, eps_from_output
-from synthaug.plots import class_grid
 from synthaug.runtime import Runtime
 from synthaug.samplers import DDIMSampler, guided_eps_fn
 from synthaug.storage import StorageError, load_checkpoint, load_state_strict, sha256_file
-from synthaug.training import BatchStream, iterate_batches, run_training, to_model_range, to_uint8
+from synthaug.training import BatchStream, run_training
 
 # Besides this module, synthaug.training and the stage (see generators/base.py).
 TRAINING_CODE = ("synthaug.generators.diffusion", "synthaug.nets.unet", "synthaug.objectives.diffusion",

@@ -35,7 +35,7 @@ from synthaug.training import fingerprint_of
 
 log = logging.getLogger("synthaug")
 CODE = ("synthaug.stages.classify", "synthaug.classification", "synthaug.classifier_training", "synthaug.nets.bank",
-        "synthaug.nets.resnet", "synthaug.training")
+        "synthaug.nets.resnet", "synthaug.training", "synthaug.arrays")
 
 
 def load_synthetic(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:

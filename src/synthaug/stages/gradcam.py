@@ -29,7 +29,7 @@ def gradcam(params_path: str = PARAMS_OPTION) -> None:
     from synthaug.classification import load_classifier
     from synthaug.gradcam_plots import save_gradcam_grid
     from synthaug.metrics.gradcam import compare_to_reference, foreground_masks, grad_cams
-    from synthaug.training import to_model_range
+    from synthaug.arrays import to_model_range
 
     params, runtime = load_stage(params_path)
     g = params.gradcam

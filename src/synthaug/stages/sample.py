@@ -20,7 +20,7 @@ from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, REAL_DIR, RE
                                     require, stage_command, write_metrics)
 from synthaug.storage import replace_together, sha256_file
 from synthaug.tracking import GRID_ARTIFACT, stage_run
-from synthaug.training import iterate_batches, to_uint8
+from synthaug.arrays import iterate_batches, to_uint8
 
 
 def generate(sample_fn, labels: np.ndarray, batch_size: int, seed: int, desc: str) -> np.ndarray:
