@@ -248,7 +248,9 @@ def test_the_report_refuses_an_answer_from_a_mixed_state(repro):
     dest, env, _ = repro
     summary = dest / "reports" / "summary.md"
     assert "every record descends from the current upstream outputs" in summary.read_text()
-    assert json.loads((dest / "metrics" / "headline.json").read_text())["headline.inputs_current"] == 1
+    headline = json.loads((dest / "metrics" / "headline.json").read_text())
+    assert headline["headline.inputs_current"] == 1
+    assert re.fullmatch(r"[0-9a-f]{12}\+?", headline["headline.report_commit"])  # the clone's commit ("+": edited)
     params, shards = dest / "params.yaml", dest / "data" / "synthetic" / "vae"
     kept_params = params.read_text()
     backup = dest.parent / "vae-shards"
@@ -266,7 +268,8 @@ def test_the_report_refuses_an_answer_from_a_mixed_state(repro):
             assert f"- `{item}`: " in text, item
         assert "- `classify_mixed@gan`" not in text and "- `classify_real`" not in text
         assert "dvc repro --force --single-item analyse classify_all classify_mixed@vae" in text
-        assert json.loads((dest / "metrics" / "headline.json").read_text()) == {"headline.inputs_current": 0}
+        headline = json.loads((dest / "metrics" / "headline.json").read_text())
+        assert headline.pop("headline.report_commit") and headline == {"headline.inputs_current": 0}
     finally:
         params.write_text(kept_params)
         shutil.rmtree(shards)

@@ -87,7 +87,11 @@ def report(params_path: str = PARAMS_OPTION) -> None:
         _write_csv(quality_csv, "source,fid,label_fidelity,gain",
                    [f"{s},{q['fid']:.4f},{q['label_fidelity']:.6f},{q['gain'] if q['gain'] is not None else 'nan'}"
                     for s, q in sorted(quality.items())])
-        write_metrics(hl, {f"headline.{k}": v for k, v in sorted(headline.items())})
+        # Which report these figures are: until a user's own run replaces them, the workspace row of `dvc exp show`
+        # shows the committed report's, and this names its commit (with "+" for uncommitted changes).
+        made = context["lineage"]
+        write_metrics(hl, {f"headline.{k}": v for k, v in sorted(headline.items())}
+                      | {"headline.report_commit": f"{made['commit'] or 'none'}{'+' if made['dirty'] else ''}"})
     logged = {k: v for k, v in context.items() if k != "lineage"}  # stage items with "@" are not MLflow keys
     logged.update(commit=context["lineage"]["commit"], stale_items=", ".join(sorted(stale)) or "none")
     with stage_run("report", params.dataset.name, params=logged) as run:
