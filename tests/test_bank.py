@@ -111,3 +111,24 @@ def test_a_member_trained_in_a_bank_equals_its_run_trained_alone(runtime):
     assert results[0].metrics["test_accuracy"] > 0.5  # the task is learnt, so the comparison means something
     (second_alone,) = train_bank(members[1:2], test, 3, p, 0.5, runtime)
     assert second_alone.metrics["test_accuracy"] == results[1].metrics["test_accuracy"]
+
+
+def test_the_bank_benchmark_prints_its_table_at_a_tiny_size(tmp_path):
+    """benchmarks/classifier_bank.py as README runs it, shrunk: two members, banks of 1 and 2, one timed step."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "SYNTHAUG_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "classifier_bank.py"), "--params",
+                          str(REPO / "params.yaml"), "--members", "2", "--sizes", "1", "2", "--steps", "1",
+                          "--test-images", "100", "--precision", "fp32"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("resnet8, batch 64 per member, 2 members, 1 timed steps each, 100 test images each")
+    rows = [ln.split() for ln in lines[2:]]
+    assert [r[0] for r in rows] == ["1", "2"] and rows[0][-1] == "1.00x"
+    assert all(float(r[3]) > 0 and r[4].endswith("%") for r in rows)  # model GFLOP/s and share of peak
