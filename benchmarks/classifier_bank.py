@@ -29,17 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loop_flops import DATASET, flop_counter, matmul_peak, sync  # noqa: E402
 
 from synthaug.arms import arm_runs  # noqa: E402
-from synthaug.classifier_training import BankTrainable, evaluate_bank, initial_weights  # noqa: E402
+from synthaug.classifier_training import bank_trainable, evaluate_bank  # noqa: E402
 from synthaug.config import load_params  # noqa: E402
-from synthaug.nets.bank import ModelBank  # noqa: E402
-from synthaug.nets.resnet import build_classifier  # noqa: E402
 from synthaug.runtime import make_runtime  # noqa: E402
-
-
-def build_bank(p, channels: int, num_classes: int, seeds: list[int], rt) -> BankTrainable:
-    template = build_classifier(p.arch, channels, num_classes)
-    bank = rt.prepare(ModelBank(template, [initial_weights(p.arch, channels, num_classes, s) for s in seeds]))
-    return BankTrainable(bank, rt, p, seeds)
 
 
 def measure(size: int, members: int, p, shape: tuple[int, int, int], num_classes: int, steps: int,
@@ -48,14 +40,14 @@ def measure(size: int, members: int, p, shape: tuple[int, int, int], num_classes
     train_s = eval_s = flops = 0.0
     # The members' own model FLOPs (counted on a bank of one: the counter charges a grouped convolution as if
     # its groups were dense, K times too much), so that every bank size is charged the same work.
-    one = build_bank(p, shape[0], num_classes, [0], rt)
+    one = bank_trainable(p, shape[0], num_classes, [0], rt)
     with flop_counter() as counter:
         one.train_step(rt.batch(torch.rand(p.batch_size, 1, *shape) * 2 - 1),
                        torch.randint(0, num_classes, (p.batch_size, 1)).to(rt.device), 0)
     member_flops = counter.get_total_flops()
     for first in range(0, members, size):
         seeds = list(range(first, min(first + size, members)))
-        t = build_bank(p, shape[0], num_classes, seeds, rt)
+        t = bank_trainable(p, shape[0], num_classes, seeds, rt)
         k = len(seeds)
         images = rt.batch(torch.rand(p.batch_size, k, *shape) * 2 - 1)
         labels = torch.randint(0, num_classes, (p.batch_size, k)).to(rt.device)
@@ -82,7 +74,7 @@ def profile_member(p, shape, num_classes: int, rt, steps: int = 20) -> None:
     """One member's training step: the share of its op time per op family, and eager vs torch.compile timing."""
     from torch.profiler import profile
 
-    t = build_bank(p, shape[0], num_classes, [0], rt)
+    t = bank_trainable(p, shape[0], num_classes, [0], rt)
     images = rt.batch(torch.rand(p.batch_size, 1, *shape) * 2 - 1)
     labels = torch.randint(0, num_classes, (p.batch_size, 1)).to(rt.device)
     t.train_step(images, labels, 0)
@@ -95,7 +87,7 @@ def profile_member(p, shape, num_classes: int, rt, steps: int = 20) -> None:
               for name, words in OP_FAMILIES.items()}
     print("one member's step, share of op time: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items()))
     for compiled in (False, True):
-        t = build_bank(p, shape[0], num_classes, [0], rt)
+        t = bank_trainable(p, shape[0], num_classes, [0], rt)
         if compiled:
             t.model = torch.compile(t.model)
         for step in range(3):  # warm-up (and compilation)

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthaug.classifier_training import BankTrainable, initial_weights
-from synthaug.nets.bank import ModelBank
+from synthaug.classifier_training import bank_trainable
 from synthaug.config import Params, load_params
 from synthaug.data.fractions import generator_indices
 from synthaug.data.groups import class_groups
@@ -39,7 +38,6 @@ from synthaug.generators.diffusion import DiffusionTrainable, unet_config
 from synthaug.generators.inversion import ConditionSpace, InversionTrainable
 from synthaug.generators.vae import VAETrainable
 from synthaug.nets.gan import Discriminator, Generator
-from synthaug.nets.resnet import build_classifier
 from synthaug.nets.unet import UNet
 from synthaug.nets.vae import ConditionalVAE, VAEConfig
 from synthaug.objectives.diffusion import NoiseSchedule
@@ -142,9 +140,7 @@ def build(name: str, params: Params, rt: Runtime) -> Loop:
         d = DATASET[params.dataset.name]
         # One classifier run: a bank of one, as the classify stage trains it with classify.bank_size 1
         # (benchmarks/classifier_bank.py compares bank sizes).
-        template = build_classifier(p.arch, d["channels"], d["num_classes"])
-        bank = ModelBank(template, [initial_weights(p.arch, d["channels"], d["num_classes"], params.seed)])
-        t = BankTrainable(rt.prepare(bank), rt, p, [params.seed])
+        t = bank_trainable(p, d["channels"], d["num_classes"], [params.seed], rt)
         return Loop(t, p.batch_size, label_high=d["num_classes"], members=1)
     raise ValueError(f"unknown loop '{name}' (known: {', '.join(LOOPS)})")
 

@@ -186,6 +186,14 @@ def initial_weights(arch: str, channels: int, num_classes: int, seed: int) -> di
     return build_classifier(arch, channels, num_classes).state_dict()
 
 
+def bank_trainable(p: ClassifierParams, channels: int, num_classes: int, seeds: list[int],
+                   runtime: Runtime) -> BankTrainable:
+    """A fresh bank of `p.arch` classifiers, one per seed (each with its own initial weights), ready to train."""
+    template = build_classifier(p.arch, channels, num_classes)
+    members = [initial_weights(p.arch, channels, num_classes, s) for s in seeds]
+    return BankTrainable(runtime.prepare(ModelBank(template, members)), runtime, p, seeds)
+
+
 def train_bank(members: list[Member], test: tuple[np.ndarray, np.ndarray], num_classes: int, p: ClassifierParams,
                synthetic_ratio: float, runtime: Runtime,
                log_metrics: Callable[[dict, int], None] = lambda m, s: None) -> list[MemberResult]:
@@ -193,11 +201,9 @@ def train_bank(members: list[Member], test: tuple[np.ndarray, np.ndarray], num_c
     split. Each member's result is what it would be trained alone with its seed (up to floating-point summation
     order). `log_metrics` gets the bank's mean training loss and accuracy, and every member's."""
     channels = (members[0].arm.real or members[0].arm.synthetic)[0].shape[3]
-    template = build_classifier(p.arch, channels, num_classes)
-    bank = runtime.prepare(ModelBank(template, [initial_weights(p.arch, channels, num_classes, m.seed)
-                                                for m in members]))
+    trainable = bank_trainable(p, channels, num_classes, [m.seed for m in members], runtime)
+    bank = trainable.model
     stream = BankStream(members, p.batch_size, synthetic_ratio)
-    trainable = BankTrainable(bank, runtime, p, [m.seed for m in members])
     desc = "classify" if len(members) == 1 else f"classify (bank of {len(members)})"
     history = run_training(trainable, stream, runtime, p.steps, None, p.steps, log_metrics,
                            log_every=p.log_every, desc=desc)

@@ -22,30 +22,26 @@ def content_id(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def _files(real_dir: Path | None, fractions: Path | None, synth_dir: Path | None, sources) -> dict[str, Path]:
+    files = {}
+    if real_dir is not None:
+        files["real"] = Path(real_dir) / "meta.json"
+    if fractions is not None:
+        files["fractions"] = Path(fractions)
+    files.update({f"synthetic/{s}": Path(synth_dir) / s / MANIFEST for s in sources})
+    return files
+
+
 def input_ids(real_dir: Path | None = None, fractions: Path | None = None, synth_dir: Path | None = None,
               sources: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
     """The content ids of the inputs a record is made from (those given; a missing file is an error upstream)."""
-    ids = {}
-    if real_dir is not None:
-        ids["real"] = content_id(Path(real_dir) / "meta.json")
-    if fractions is not None:
-        ids["fractions"] = content_id(fractions)
-    for s in sources:
-        ids[f"synthetic/{s}"] = content_id(Path(synth_dir) / s / MANIFEST)
-    return ids
+    return {name: content_id(path) for name, path in _files(real_dir, fractions, synth_dir, sources).items()}
 
 
 def current_ids(real_dir: Path, fractions: Path, synth_dir: Path, sources) -> dict[str, str]:
     """Content ids of the upstream outputs as they are now (skipping those not made yet)."""
-    ids = {}
-    if (Path(real_dir) / "meta.json").is_file():
-        ids["real"] = content_id(Path(real_dir) / "meta.json")
-    if Path(fractions).is_file():
-        ids["fractions"] = content_id(fractions)
-    for s in sources:
-        if (Path(synth_dir) / s / MANIFEST).is_file():
-            ids[f"synthetic/{s}"] = content_id(Path(synth_dir) / s / MANIFEST)
-    return ids
+    return {name: content_id(path) for name, path in _files(real_dir, fractions, synth_dir, sources).items()
+            if path.is_file()}
 
 
 def merged(parts: list[dict[str, str]]) -> dict[str, str]:

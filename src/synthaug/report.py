@@ -55,16 +55,21 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
             "analysis": load_json(analysis) if analysis.is_file() else {}}
 
 
-def lineage_problems(inputs: dict, sources: list[str], current: dict[str, str]) -> dict[str, list[str]]:
-    """{stage item: why} for every record `collect` gathered that does not descend from the current upstream outputs
-    (`synthaug.lineage`): classifier records, FIDs, label fidelity, and the analyses where they have run."""
+def lineage_records(inputs: dict, sources: list[str]) -> list[tuple[str, dict | None, tuple[str, ...]]]:
+    """(stage item, inputs it recorded, inputs it must name) of every record `collect` gathered: classifier records,
+    FIDs, label fidelity, and the analyses where they have run (`synthaug.lineage.check` takes them)."""
     every = tuple(f"synthetic/{s}" for s in sources)
     records = [(classify_stage(r["arm"]), r.get("inputs"), ()) for r in inputs["runs"]]
     records += [(f"fid@{s}", m.get("inputs"), (f"synthetic/{s}",)) for s, m in inputs["fid"].items()]
     records.append(("fidelity", inputs["fidelity"].get("inputs"), every))
     records += [(stage, inputs[key].get("inputs"), every if key == "analysis" else ())
                 for stage, key in (("analyse", "analysis"), ("gradcam", "gradcam")) if inputs[key]]
-    return check(records, current)
+    return records
+
+
+def lineage_problems(inputs: dict, sources: list[str], current: dict[str, str]) -> dict[str, list[str]]:
+    """{stage item: why} for every record that does not descend from the current upstream outputs."""
+    return check(lineage_records(inputs, sources), current)
 
 
 # The `analyse` stage's per-source scores the report shows (metrics/analysis.json holds them as `key.source`).

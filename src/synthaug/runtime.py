@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from synthaug import distributed
+from synthaug.storage import pid_alive
 
 log = logging.getLogger("synthaug")
 
@@ -131,30 +132,19 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     return fields[0], fields[19]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def _stage_state(pid: int, started: str) -> str:
     """What the stage that registered as `pid` (started at `started`, clock ticks since boot) is now: "running"
     on the cores, "paused" (stopped by Ctrl-Z, or a zombie), "gone" (exited, or its pid reused by a later process),
     or "unknown" (no /proc, or no start time recorded: only the pid can be checked)."""
-    if started:
-        try:
-            stat = _proc_stat(pid)
-        except OSError:
-            stat = "no /proc"
-        if stat is None or (stat != "no /proc" and stat[1] != started):
-            return "gone"
-        if stat != "no /proc":
-            return "paused" if stat[0] in ("T", "t", "Z", "X") else "running"
-    return "unknown" if _pid_alive(pid) else "gone"
+    try:
+        stat = _proc_stat(pid) if started else ()
+    except OSError:  # no /proc
+        stat = ()
+    if stat == ():
+        return "unknown" if pid_alive(pid) else "gone"
+    if stat is None or stat[1] != started:
+        return "gone"
+    return "paused" if stat[0] in ("T", "t", "Z", "X") else "running"
 
 
 def running_stages(folder: Path = _RUNNING) -> int:

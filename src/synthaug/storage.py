@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -79,7 +80,8 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,20 +97,16 @@ def sweep_stale_temps(path: Path) -> list[Path]:
     recover_commits()  # a killed commit's staged outputs are not litter: complete it first
     removed = []
     try:
-        siblings = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+        siblings = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
     except OSError:
         return removed
     for tmp in siblings:
         pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink(
                 missing_ok=True)
             removed.append(tmp)
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 @contextlib.contextmanager
@@ -149,18 +147,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def replace_together(*paths: str | os.PathLike, journal_dir: Path | None = None) -> Iterator[tuple[Path, ...]]:
+def replace_together(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
     """A stage's several outputs, replaced together and last: yields, for each output, a path of the same name
     in a temporary folder beside it (write a file or a folder there). Only when the block succeeds and every new
     output can take its place are the old ones replaced, one rename each. A failed write replaces nothing; a rename
-    that fails is undone; a kill during the renames leaves a commit record in `journal_dir` that the next stage to
+    that fails is undone; a kill during the renames leaves a commit record in JOURNAL_DIR that the next stage to
     start completes (`recover_commits`), so the outputs end all new (or, killed before the record, all old)."""
-    journal_dir = JOURNAL_DIR if journal_dir is None else journal_dir
-    recover_commits(journal_dir)
     targets = [Path(p) for p in paths]  # as given: errors name them as the stage does
     created = [_make_parents(t.parent) for t in targets]
     for t in targets:
-        sweep_stale_temps(t)
+        sweep_stale_temps(t)  # after completing any half-done commit (recover_commits)
     stages: list[Path] = []
     done = False
     try:
@@ -175,7 +171,7 @@ def replace_together(*paths: str | os.PathLike, journal_dir: Path | None = None)
             name = Path(e.filename)
             raise next((_write_error(e, t.parent / name.relative_to(s)) for s, t in zip(stages, targets)
                         if name.is_relative_to(s)), e) from None
-        _swap_in(targets, stages, journal_dir)
+        _swap_in(targets, stages, JOURNAL_DIR)
         done = True
     finally:
         for s in stages:
@@ -241,11 +237,11 @@ def recover_commits(journal_dir: Path | None = None) -> list[str]:
         return done
     for partial in journal_dir.glob(".*.tmp"):  # a record whose writer died before it was complete: no commit
         pid = partial.name[1:].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             partial.unlink(missing_ok=True)
     for record in sorted(journal_dir.glob("*.json")):
         pid = record.name.split("-", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid))):
             continue  # its writer is still at it
         try:
             moves = json.loads(record.read_text())["moves"]

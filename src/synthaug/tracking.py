@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from synthaug import distributed
+from synthaug.storage import pid_alive
 
 log = logging.getLogger("synthaug")
 
@@ -211,16 +212,6 @@ GROUP_TAG = "synthaug.dvc_exp"
 PID_TAG, HOST_TAG = "synthaug.pid", "synthaug.host"  # which process runs a stage run: a dead one's run is KILLED
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def close_dead_runs(client, exp_id: str) -> list[str]:
     """Mark KILLED the experiment's runs still RUNNING whose process, on this machine, is gone (kill -9 lets no
     process say so itself): without this the UI shows dead runs as live. Runs of other machines are left alone."""
@@ -229,7 +220,7 @@ def close_dead_runs(client, exp_id: str) -> list[str]:
     for run in client.search_runs([exp_id], filter_string=f"attributes.status = 'RUNNING' and "
                                   f"tags.`{HOST_TAG}` = '{host}'", max_results=1000):
         pid = run.data.tags.get(PID_TAG, "")
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             client.set_terminated(run.info.run_id, status="KILLED")
             stale.append(run.info.run_id)
     if stale:

@@ -2,7 +2,7 @@
 
 ARM is `real`, `real+SOURCE`, `real+all` or `synth:SOURCE`. One process trains all the arm's runs (each
 fraction and seed, `synthaug.arms.arm_runs`), loading the data once, as one classifier bank
-(`classification.train_bank`; `classify.bank_size` runs at a time, 0: all), each member with its own seed, data
+(`classifier_training.train_bank`; `classify.bank_size` runs at a time, 0: all), each member with its own seed, data
 and augmentation as if trained alone. Each finished run leaves a record
 `metrics/classify/<arm>/<run>.json` carrying a fingerprint of what defined it (settings, data, code): a killed
 stage re-run with the same inputs skips the runs already recorded. `--fraction` / `--seed` run a subset.

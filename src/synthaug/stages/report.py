@@ -9,8 +9,8 @@ from synthaug.config import real_curve_fractions
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta
 from synthaug.plots import save_accuracy_png, save_gain_png, save_quality_png
-from synthaug.lineage import current_ids
-from synthaug.report import (collect, headline_metrics, lineage_problems, markdown, pending_sources,
+from synthaug.lineage import check, current_ids
+from synthaug.report import (collect, headline_metrics, lineage_records, markdown, pending_sources,
                              seen_by_generators, summarise)
 from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
@@ -42,11 +42,11 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     context["pending_sources"] = pending  # a study in progress reports what has run and names the rest
     inputs = collect(METRICS, params, tuple(pending))
     done = [s for s in params.sources if s not in pending]
-    stale = lineage_problems(inputs, done, current_ids(REAL_DIR, FRACTIONS, SYNTH_DIR, done))
+    records = lineage_records(inputs, done)
+    stale = check(records, current_ids(REAL_DIR, FRACTIONS, SYNTH_DIR, done))
     for item, why in sorted(stale.items()):
         log.warning("report: %s is stale (%s): no answer lines from a mixed state", item, "; ".join(why))
-    context["lineage"] = {"stale": stale, "records": len(inputs["runs"]) + len(inputs["fid"]) + 3,
-                          **code_state(repo_root())}
+    context["lineage"] = {"stale": stale, "records": len(records), **code_state(repo_root())}
     summary = summarise(inputs, context)
     cells, seen = summary["cells"], seen_by_generators(context)
     series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
