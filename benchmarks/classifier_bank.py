@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loop_flops import DATASET, flop_counter, matmul_peak, sync  # noqa: E402
 
-from synthaug.arms import arm_runs  # noqa: E402
-from synthaug.classifier_training import bank_trainable, evaluate_bank  # noqa: E402
-from synthaug.config import load_params  # noqa: E402
-from synthaug.runtime import make_runtime  # noqa: E402
+from synthaug.study.arms import arm_runs  # noqa: E402
+from synthaug.study.classifier_training import bank_trainable, evaluate_bank  # noqa: E402
+from synthaug.core.config import load_params  # noqa: E402
+from synthaug.core.runtime import make_runtime  # noqa: E402
 
 
 def measure(size: int, members: int, p, shape: tuple[int, int, int], num_classes: int, steps: int,

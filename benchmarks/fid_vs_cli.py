@@ -32,7 +32,7 @@ from PIL import Image
 
 from synthaug.data.real import load_prepared
 from synthaug.metrics import fid
-from synthaug.runtime import make_runtime
+from synthaug.core.runtime import make_runtime
 
 
 def degrade(images: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -153,7 +153,7 @@ def main() -> None:
         stages, sittings = record.data["stages"], record.data["sittings"]
     import torch
 
-    from synthaug.runtime import cpu_supports_bf16
+    from synthaug.core.runtime import cpu_supports_bf16
 
     threads = os.environ.get("SYNTHAUG_THREADS", f"all {os.cpu_count()} (dvc repro runs one stage at a time)")
     total = sum(s["seconds"] for s in sittings)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthaug.classifier_training import bank_trainable
-from synthaug.config import Params, load_params
+from synthaug.study.classifier_training import bank_trainable
+from synthaug.core.config import Params, load_params
 from synthaug.data.fractions import generator_indices
 from synthaug.data.groups import class_groups
 from synthaug.generators import gan
@@ -41,7 +41,7 @@ from synthaug.nets.gan import Discriminator, Generator
 from synthaug.nets.unet import UNet
 from synthaug.nets.vae import ConditionalVAE, VAEConfig
 from synthaug.objectives.diffusion import NoiseSchedule
-from synthaug.runtime import Runtime, make_runtime, seed_everything
+from synthaug.core.runtime import Runtime, make_runtime, seed_everything
 
 LOOPS = ("vae", "gan", "lsgan", "wgan_gp", "diffusion", "inversion", "classifier")
 # Fashion-MNIST's shape, so no prepared data is needed (the `prepare` stage's meta.json says the same).

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from synthaug.nets.resnet import build_classifier
-from synthaug.runtime import make_runtime
+from synthaug.core.runtime import make_runtime
 
 
 def main(warmup: int = 3, steps: int = 10) -> None:

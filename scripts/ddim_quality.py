@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthaug.config import load_params
+from synthaug.core.config import load_params
 from synthaug.generators.diffusion import load_sampler
 from synthaug.metrics.fid import activations, load_features, load_inception
 from synthaug.metrics.kid import kernel_inception_distance
 from synthaug.metrics.saturation import background_level, saturated
-from synthaug.runtime import make_runtime
+from synthaug.core.runtime import make_runtime
 from synthaug.stages.common import FID_REF
-from synthaug.arrays import to_uint8
+from synthaug.core.arrays import to_uint8
 
 BLOCK = 250
 

@@ -18,13 +18,13 @@ import time
 
 import numpy as np
 
-from synthaug.config import load_params
+from synthaug.core.config import load_params
 from synthaug.data.fractions import generator_indices
 from synthaug.data.real import load_prepared
 from synthaug.metrics.fid import (activations, frechet_distance, load_features, load_inception, load_stats,
                                  stats_from_activations, validate_sample_count)
 from synthaug.metrics.kid import kernel_inception_distance
-from synthaug.runtime import make_runtime
+from synthaug.core.runtime import make_runtime
 from synthaug.stages.common import FID_REF, REAL_DIR
 from synthaug.stages.fid import class_balanced_subset
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthaug.config import load_params
+from synthaug.core.config import load_params
 from synthaug.data.real import load_prepared
 from synthaug.generators.inversion import ConditionSpace, vector_sampler, frozen_diffusion, group_samples
 from synthaug.metrics.group_following import group_following, inception_following
-from synthaug.runtime import make_runtime
+from synthaug.core.runtime import make_runtime
 from synthaug.stages.common import MODELS, REAL_DIR
-from synthaug.storage import load_checkpoint
+from synthaug.core.storage import load_checkpoint
 
 
 def main(n: int, limit: int) -> None:

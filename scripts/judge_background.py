@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 
-from synthaug.classification import evaluate, load_classifier
+from synthaug.study.classification import evaluate, load_classifier
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
 from synthaug.metrics.saturation import background_level
-from synthaug.runtime import make_runtime
+from synthaug.core.runtime import make_runtime
 from synthaug.stages.common import JUDGE, REAL_DIR, SYNTH_DIR
 
 

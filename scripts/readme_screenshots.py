@@ -26,7 +26,7 @@ def latest_sample_runs(sources: list[str]) -> dict[str, str]:
     """Run id of the latest finished `sample@S` run per source, in the repo's store."""
     from mlflow.tracking import MlflowClient
 
-    from synthaug.tracking import experiment_name, tracking_uri
+    from synthaug.core.tracking import experiment_name, tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri())
     exp = client.get_experiment_by_name(experiment_name("fashion_mnist"))
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--sources", default="vae,wgan_gp,ddpm,ddim")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     args = ap.parse_args()
-    from synthaug.ui import runs_link
+    from synthaug.stages.ui import runs_link
 
     ids = latest_sample_runs(args.sources.split(","))
     with ui_server(REPO, params=REPO / "params.yaml") as (_, link, base), chromium(2000, 1000) as driver:

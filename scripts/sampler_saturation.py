@@ -31,11 +31,11 @@ from synthaug.generators.diffusion import DiffusionSampleFn
 from synthaug.metrics.saturation import background_level, saturated
 from synthaug.nets.unet import UNet, UNetConfig
 from synthaug.objectives.diffusion import NoiseSchedule
-from synthaug.runtime import make_runtime
-from synthaug.samplers import DDIMSampler, DDPMSampler, predict_x0
+from synthaug.core.runtime import make_runtime
+from synthaug.generators.samplers import DDIMSampler, DDPMSampler, predict_x0
 from synthaug.stages.common import MODELS
-from synthaug.storage import load_checkpoint, load_state_strict
-from synthaug.arrays import to_uint8
+from synthaug.core.storage import load_checkpoint, load_state_strict
+from synthaug.core.arrays import to_uint8
 
 
 class DynamicThresholdDDPM(DDPMSampler):

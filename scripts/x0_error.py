@@ -18,10 +18,10 @@ import torch
 
 from synthaug.generators.inversion import frozen_diffusion
 from synthaug.objectives.diffusion import eps_from_output
-from synthaug.runtime import make_runtime
-from synthaug.samplers import predict_x0
+from synthaug.core.runtime import make_runtime
+from synthaug.generators.samplers import predict_x0
 from synthaug.stages.common import MODELS, REAL_DIR
-from synthaug.arrays import to_model_range
+from synthaug.core.arrays import to_model_range
 
 
 def rmse(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -26,7 +26,7 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 @pytest.fixture()
 def runtime(monkeypatch):
     """Deterministic fp32 CPU runtime on one thread (make_runtime sets threads from SYNTHAUG_THREADS)."""
-    from synthaug.runtime import make_runtime
+    from synthaug.core.runtime import make_runtime
 
     monkeypatch.setenv("SYNTHAUG_THREADS", "1")
     return make_runtime("cpu", "fp32")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthaug import distributed
-from synthaug.runtime import make_runtime, seed_everything
-from synthaug.storage import load_checkpoint
-from synthaug.training import BatchStream, run_training
+from synthaug.core import distributed
+from synthaug.core.runtime import make_runtime, seed_everything
+from synthaug.core.storage import load_checkpoint
+from synthaug.generators.training import BatchStream, run_training
 
 
 class ToyRegression:

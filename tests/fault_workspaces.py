@@ -32,7 +32,7 @@ def prepared_template(root: Path) -> Path:
     from synthaug.data.shards import write_shards
     from synthaug.metrics.fid import Stats, save_stats
     from synthaug.nets.vae import ConditionalVAE, VAEConfig
-    from synthaug.storage import save_checkpoint
+    from synthaug.core.storage import save_checkpoint
 
     smoke = yaml.safe_load(SMOKE.read_text())
     ds = load_dataset("digits", None, 32)
@@ -171,7 +171,7 @@ def remove(rel: str):
 
 
 def real_labels_out_of_range(ws):
-    from synthaug.storage import load_npz, save_npz
+    from synthaug.core.storage import load_npz, save_npz
     p = ws / "data/real/train.npz"
     z = load_npz(p, ("images", "labels"))
     labels = z["labels"].copy()
@@ -195,7 +195,7 @@ def checkpoint_other_architecture(ws):
     import torch
 
     from synthaug.nets.gan import GANConfig, Generator
-    from synthaug.storage import save_checkpoint
+    from synthaug.core.storage import save_checkpoint
     cfg = GANConfig()
     save_checkpoint(ws / "models/vae/checkpoint.pt", {"trainable": {"G": Generator(cfg).state_dict()},
                                                      "config": cfg.to_dict(), "family": "gan", "step": 1})
@@ -210,7 +210,7 @@ def vae_checkpoint_as_gan(ws):
 def checkpoint_other_width(ws):
     """A VAE checkpoint whose weights are of another size than its config says (edited or mixed up files)."""
     from synthaug.nets.vae import ConditionalVAE, VAEConfig
-    from synthaug.storage import load_checkpoint, save_checkpoint
+    from synthaug.core.storage import load_checkpoint, save_checkpoint
     p = ws / "models/vae/checkpoint.pt"
     state = load_checkpoint(p)
     state["trainable"]["model"] = ConditionalVAE(VAEConfig(latent_dim=16, base_channels=8)).state_dict()
@@ -229,7 +229,7 @@ def edit_shard(change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.n
     or buggy writer, not a corrupt file)."""
     def mutate(ws):
         from synthaug.data.shards import MANIFEST
-        from synthaug.storage import load_npz, save_json, save_npz, sha256_file
+        from synthaug.core.storage import load_npz, save_json, save_npz, sha256_file
         d = ws / "data/synthetic/vae"
         p = d / "shard-00000.npz"
         z = load_npz(p, ("images", "labels"))
@@ -273,7 +273,7 @@ numpy.lib.format.write_array = _full
 """
 DISK_FULL_CHECKPOINT = """
 import errno, io, torch
-import synthaug.storage as st
+import synthaug.core.storage as st
 class _Full(io.RawIOBase):  # torch.save's writes fail as on a full disk, after the first 2 kB
     def __init__(self, f): self.f, self.n = f, 0
     def writable(self): return True

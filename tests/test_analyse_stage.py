@@ -21,7 +21,7 @@ DIMS, PER_CLASS = 8, 30  # 30 images a class > 8 dims: per-class FID is computed
 def workspace(tmp_path, smoke_dict, monkeypatch):
     from synthaug.data.real import load_dataset, write_prepared
     from synthaug.data.shards import write_shards
-    from synthaug.storage import save_npz
+    from synthaug.core.storage import save_npz
 
     ds = load_dataset("digits", None, 32)
     write_prepared(ds, tmp_path / "data" / "real")
@@ -82,7 +82,7 @@ def test_analyse_names_a_missing_features_file_and_writes_nothing(workspace):
 
 
 def test_analyse_refuses_features_without_labels(workspace):
-    from synthaug.storage import save_npz
+    from synthaug.core.storage import save_npz
 
     save_npz(workspace / "data" / "fid_ref.npz", features=np.zeros((300, DIMS), np.float32))
     result = _analyse()

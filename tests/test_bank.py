@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthaug.classification import evaluate
-from synthaug.classifier_training import (AUGMENT_SEED, ArmData, Member, MixedStream, augment, initial_weights,
+from synthaug.study.classification import evaluate
+from synthaug.study.classifier_training import (AUGMENT_SEED, ArmData, Member, MixedStream, augment, initial_weights,
                                           train_bank)
-from synthaug.config import ClassifierParams
+from synthaug.core.config import ClassifierParams
 from synthaug.nets.bank import ModelBank
 from synthaug.nets.resnet import build_classifier
 

@@ -46,7 +46,7 @@ def server(tmp_path_factory):
     env.update(DVC_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
     script = (
         "import sys, json\n"
-        "from synthaug.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run\n"
+        "from synthaug.core.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run\n"
         "ids, trained = {}, {}\n"
         "for f in sys.argv[2:]:\n"
         "    with stage_run(f'train@{f}', 'digits', params={'family': f}) as run:\n"
@@ -86,7 +86,7 @@ def test_link_lands_on_the_runs_table_with_every_run(server, browser):
 
 
 def test_saved_fid_view_shows_the_fid_runs_with_their_fid_column_best_first(server, browser):
-    from synthaug.ui import runs_link
+    from synthaug.stages.ui import runs_link
 
     base, link, ids, trained = server
     exp_id = link.split("/experiments/")[1].split("/")[0]

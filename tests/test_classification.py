@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from synthaug.classification import evaluate
-from synthaug.classifier_training import ArmData, MixedStream, augment, train_and_evaluate
-from synthaug.config import ClassifierParams
+from synthaug.study.classification import evaluate
+from synthaug.study.classifier_training import ArmData, MixedStream, augment, train_and_evaluate
+from synthaug.core.config import ClassifierParams
 from synthaug.nets.resnet import build_classifier
 
 REAL_LABEL, SYN_LABEL = 0, 1

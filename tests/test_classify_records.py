@@ -62,8 +62,8 @@ def test_records_are_reused_only_for_the_same_real_images(tmp_path):
 def test_the_analysed_run_keeps_weights_that_reproduce_its_record(tmp_path):
     """The arm's run at the first fraction and first seed leaves models/classify/<arm>.pt (what `gradcam` reads):
     the weights score the recorded test accuracy, and a lost weight file re-trains that run alone, reproducing it."""
-    from synthaug.classification import evaluate, load_classifier
-    from synthaug.runtime import make_runtime
+    from synthaug.study.classification import evaluate, load_classifier
+    from synthaug.core.runtime import make_runtime
 
     ws = prepared_template(tmp_path / "ws")
     _params(ws, seed=0)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthaug.config import ConfigError, load_params
-from synthaug.arms import parse_arm, study_arms, study_items
+from synthaug.core.config import ConfigError, load_params
+from synthaug.study.arms import parse_arm, study_arms, study_items
 
 from conftest import SMOKE, set_key
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow  # ~20 real stage processes
 
 KILL_AT_RENAME = textwrap.dedent("""
     import signal
-    import synthaug.storage as storage
+    import synthaug.core.storage as storage
     k, seen, armed = {k}, [0], [False]
     real_swap = storage._swap_in
     def swap(*args, **kwargs):  # count only the commit's renames
@@ -114,7 +114,7 @@ def before(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("stage", ["sample", "fid"])
 def test_a_kill_at_any_rename_of_the_commit_leaves_all_old_or_all_new_outputs(before, tmp_path, stage):
-    from synthaug.storage import recover_commits
+    from synthaug.core.storage import recover_commits
 
     cases = {}
     for name in ["new", *(f"k{k}" for k in range(1, KILLS[stage] + 1))]:
@@ -153,7 +153,7 @@ def test_a_kill_at_any_rename_of_the_commit_leaves_all_old_or_all_new_outputs(be
 
 
 def test_temporary_paths_of_a_dead_writer_are_swept_and_a_live_ones_kept(tmp_path):
-    from synthaug.storage import save_json, sweep_stale_temps
+    from synthaug.core.storage import save_json, sweep_stale_temps
 
     target = tmp_path / "metrics.json"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthaug.config import prepared_fractions, real_curve_fractions, ConfigError, Params, load_params
+from synthaug.core.config import prepared_fractions, real_curve_fractions, ConfigError, Params, load_params
 
 from conftest import REPO, SMOKE
 

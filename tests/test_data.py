@@ -17,7 +17,7 @@ from synthaug.data.fractions import (generator_indices, load_fractions, nested_f
                                      stratified_holdout)
 from synthaug.data.real import (DatasetError, RealDataset, RealSplit, load_dataset, load_meta,
                                 load_prepared, read_idx, write_prepared)
-from synthaug.storage import save_npz
+from synthaug.core.storage import save_npz
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthaug import samplers as samplers_mod
-from synthaug.config import Params
+from synthaug.generators import samplers as samplers_mod
+from synthaug.core.config import Params
 from synthaug.generators import diffusion
 from synthaug.generators.base import GeneratorSpec, family_module, source_family
 from synthaug.nets.unet import UNet, UNetConfig
 from synthaug.objectives.diffusion import (NoiseSchedule, diffusion_loss, drop_labels, eps_from_output,
                                           v_target)
-from synthaug.runtime import make_runtime, seed_everything
-from synthaug.samplers import DDIMSampler, DDPMSampler, MaybeCompiled, ddim_timesteps, guided_eps_fn
+from synthaug.core.runtime import make_runtime, seed_everything
+from synthaug.generators.samplers import DDIMSampler, DDPMSampler, MaybeCompiled, ddim_timesteps, guided_eps_fn
 
 torch.set_num_threads(2)
 

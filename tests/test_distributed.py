@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from synthaug import distributed
-
+from synthaug.core import distributed
 HERE = Path(__file__).resolve().parent
 
 
@@ -83,7 +82,7 @@ def _logged_param(root: Path, run: str, key: str) -> str | None:
 def test_processes_2_runs_a_generator_and_classify_under_torchrun(tmp_path, smoke_dict):
     """`processes: 2` turns the stages' own commands into torchrun jobs: the same steps over the same images,
     one set of outputs, one MLflow run per stage item (rank 0's), and a checkpoint that records both ranks."""
-    from synthaug.storage import load_checkpoint
+    from synthaug.core.storage import load_checkpoint
 
     roots = {}
     for n in (1, 2):

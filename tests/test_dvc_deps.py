@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from synthaug.generators.base import FAMILIES, family_module, training_code
-from synthaug.training import source_file
+from synthaug.generators.training import source_file
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -46,7 +46,7 @@ def test_train_stage_deps_are_the_fingerprinted_code(family):
 
 # Code that scores the learned vectors after training ("follows its group", in Inception features): a dep of
 # the stage, but not of its resume fingerprint (a new scorer re-scores the same vectors).
-INVERT_SCORING = {"src/synthaug/metrics/group_following.py", "src/synthaug/study_stats.py",
+INVERT_SCORING = {"src/synthaug/metrics/group_following.py", "src/synthaug/study/study_stats.py",
                   "src/synthaug/metrics/fid.py", "src/synthaug/metrics/kid.py", "src/synthaug/stages/fid.py"}
 
 
@@ -55,10 +55,23 @@ def test_invert_stage_deps_are_the_fingerprinted_code():
 
 
 # Shared plumbing every stage imports; like the other stages, `analyse` does not list it as a dep.
-# synthaug.lineage only names a record's inputs (content ids): plumbing for the stages that write records, a real
+# synthaug.core.lineage only names a record's inputs (content ids): plumbing for the stages that write records, a real
 # dependency of the report, which judges them (dvc.yaml lists it there).
-PLUMBING = {"synthaug.config", "synthaug.storage", "synthaug.tracking", "synthaug.runtime", "synthaug.stages.common",
-            "synthaug.data.real", "synthaug.data.shards", "synthaug.data.errors", "synthaug.lineage"}
+# Packages whose __init__ holds only a docstring: importing one runs no code of the study.
+PACKAGES = {"synthaug", "synthaug.core", "synthaug.study", "synthaug.figures", "synthaug.data", "synthaug.metrics",
+            "synthaug.nets", "synthaug.objectives", "synthaug.stages"}
+# synthaug.core.distributed (process groups, gradient all-reduce) is imported by stages.common, like the runtime.
+PLUMBING = {"synthaug.core.distributed", "synthaug.core.config", "synthaug.core.storage", "synthaug.core.tracking", "synthaug.core.runtime", "synthaug.stages.common",
+            "synthaug.data.real", "synthaug.data.shards", "synthaug.data.errors", "synthaug.core.lineage"}
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _synthaug_imports(module: str, seen: set[str]) -> set[str]:
@@ -66,8 +79,12 @@ def _synthaug_imports(module: str, seen: set[str]) -> set[str]:
     import ast
 
     tree = ast.parse(source_file(module).read_text())
-    found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module} | {
-        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            # `from synthaug.core import storage` imports the module synthaug.core.storage, not only the package
+            found |= {f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")}
+            found.add(node.module)
     for name in sorted(n for n in found if n.startswith("synthaug.") and n not in PLUMBING and n not in seen):
         seen.add(name)
         _synthaug_imports(name, seen)
@@ -75,7 +92,7 @@ def _synthaug_imports(module: str, seen: set[str]) -> set[str]:
 
 
 def test_analyse_stage_deps_are_its_code_and_every_sources_features_and_shards():
-    from synthaug.config import SOURCES
+    from synthaug.core.config import SOURCES
 
     analyse = STAGES["analyse"]
     code = _synthaug_imports("synthaug.stages.analyse", {"synthaug.stages.analyse"})
@@ -88,9 +105,9 @@ def test_analyse_stage_deps_are_its_code_and_every_sources_features_and_shards()
 
 # Imported by a stage's code without deciding its outputs' values: figures drawn for people (grids, curves: a new
 # style re-runs nothing) and the family registry (names and import paths).
-NOT_RESULT_CODE = {"synthaug.plots", "synthaug.generators", "synthaug.generators.base"}
+NOT_RESULT_CODE = {"synthaug.figures.plots", "synthaug.generators", "synthaug.generators.base"} | PACKAGES
 # generators/diffusion.py imports the samplers for the sample stage's `load_sampler`; training never calls them.
-SAMPLING_ONLY = {("train", "src/synthaug/samplers.py")}
+SAMPLING_ONLY = {("train", "src/synthaug/generators/samplers.py")}
 
 
 def _stage_items():
@@ -116,8 +133,8 @@ def test_every_stage_lists_the_code_its_command_imports(name, key, stage, item):
 
     command = re.search(r"-m synthaug ([\w-]+)", stage["cmd"]).group(1)
     code = _code_deps(stage, key, item)
-    roots = {COMMANDS[command][0]} | {d[len("src/"):-len(".py")].replace("/", ".")
-                                      for d in code if d.startswith("src/synthaug/generators/")}
+    families = {family_module(f).__name__ for f in [*FAMILIES, "dinv"]}
+    roots = {COMMANDS[command][0]} | ({d[len("src/"):-len(".py")].replace("/", ".") for d in code} & families)
     seen = set(roots)
     for module in roots:
         _synthaug_imports(module, seen)

@@ -207,7 +207,7 @@ def _start_train(ws: Path, env: dict[str, str]) -> subprocess.Popen:
 def train_runs(tmp_path_factory, template, store_template):
     """Three real `python -m synthaug train vae` workspaces: `a` and `b` run uninterrupted; `k` is killed with
     SIGKILL as soon as its first checkpoint exists, then run again to the end."""
-    from synthaug.storage import load_checkpoint
+    from synthaug.core.storage import load_checkpoint
 
     runs = {name: _train_workspace(tmp_path_factory.mktemp(f"train-{name}"), template, store_template)
             for name in "abk"}
@@ -349,7 +349,7 @@ def test_servers_bind_localhost_by_default():
 
 
 def test_tracking_uri_credentials_are_redacted():
-    from synthaug.tracking import redact
+    from synthaug.core.tracking import redact
 
     assert redact("https://alice:p%40ss@mlflow.example.com:5000/x") == "https://***@mlflow.example.com:5000/x"
     assert redact("http://token@host") == "http://***@host"

@@ -10,8 +10,8 @@ import torch
 from pytorch_fid.inception import InceptionV3
 
 from synthaug.metrics import fid
-from synthaug.runtime import make_runtime
-from synthaug.storage import StorageError
+from synthaug.core.runtime import make_runtime
+from synthaug.core.storage import StorageError
 
 torch.set_num_threads(2)
 

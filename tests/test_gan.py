@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthaug.config import GANParams, Params
+from synthaug.core.config import GANParams, Params
 from synthaug.generators import gan as family
 from synthaug.generators.base import GeneratorSpec, family_module, source_family
 from synthaug.metrics.diversity import diversity_ratio, pairwise_mean_distance, within_class_diversity
 from synthaug.nets.gan import Discriminator, GANConfig, Generator
 from synthaug.objectives import gan as obj
-from synthaug.runtime import make_runtime, seed_everything
-from synthaug.storage import StorageError, load_checkpoint
-from synthaug.training import NonFiniteLossError
+from synthaug.core.runtime import make_runtime, seed_everything
+from synthaug.core.storage import StorageError, load_checkpoint
+from synthaug.generators.training import NonFiniteLossError
 
 torch.set_num_threads(2)
 

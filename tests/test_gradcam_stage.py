@@ -15,7 +15,7 @@ from conftest import enter_workspace, set_key
 
 def _weights(path, arm: str, seed: int) -> None:
     from synthaug.nets.resnet import build_classifier
-    from synthaug.storage import save_checkpoint
+    from synthaug.core.storage import save_checkpoint
 
     torch.manual_seed(seed)
     model = build_classifier("resnet8", 1, 10)

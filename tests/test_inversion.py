@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthaug.config import Params
+from synthaug.core.config import Params
 from synthaug.data.groups import class_groups
 from synthaug.data.real import DatasetError
 from synthaug.generators import diffusion, inversion
 from synthaug.generators.base import GeneratorSpec
 from synthaug.metrics.group_following import group_following
 from synthaug.nets.unet import UNet, UNetConfig
-from synthaug.runtime import make_runtime, seed_everything
-from synthaug.storage import StorageError, load_checkpoint
+from synthaug.core.runtime import make_runtime, seed_everything
+from synthaug.core.storage import StorageError, load_checkpoint
 
 
 def toy_images(n_per_class: int = 32, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

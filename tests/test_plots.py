@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 from PIL import Image
 
-from synthaug.plots import GRID_MAX_CLASSES, save_quality_png, save_sample_grid_png
+from synthaug.figures.plots import GRID_MAX_CLASSES, save_quality_png, save_sample_grid_png
 
 
 def test_sample_grid_of_10000_classes_shows_20_in_bounded_memory(tmp_path):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from conftest import REPO
 from synthaug.cli import build_app
-from synthaug.readme import BEGIN, END, ReadmeError, rewritten, study_block
+from synthaug.stages.readme import BEGIN, END, ReadmeError, rewritten, study_block
 
 CONTEXT = {"dataset": "fashion_mnist", "arch": "resnet8", "steps": 600, "batch_size": 64, "seeds": [0, 1, 2],
            "generator_images": 300}

@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from synthaug.arms import arm_slug, run_slug
-from synthaug.config import Params, build
-from synthaug.arms import parse_arm
-from synthaug.report import (collect, headline_metrics, lineage_problems, markdown, pending_sources,
+from synthaug.study.arms import arm_slug, run_slug
+from synthaug.core.config import Params, build
+from synthaug.study.arms import parse_arm
+from synthaug.study.report import (collect, headline_metrics, lineage_problems, markdown, pending_sources,
                              summarise)
-from synthaug.storage import StorageError, save_json
-from synthaug.study_stats import mean_ci
+from synthaug.core.storage import StorageError, save_json
+from synthaug.study.study_stats import mean_ci
 
 PARAMS: Params = build(Params, {"fractions": [0.1], "real_fractions": [0.01, 1.0], "generator_fraction": 0.1,
                                 "sources": ["vae", "gan"], "classify": {"seeds": [0, 1, 2]}}, "")
@@ -217,7 +217,7 @@ def test_a_gain_significant_at_95_percent_can_fail_the_bonferroni_correction(met
 
 
 def test_the_gradcam_section_reads_every_arm_against_real():
-    from synthaug.report_gradcam import gradcam_section
+    from synthaug.study.report_gradcam import gradcam_section
 
     assert gradcam_section({}, ["vae"], 0.005, 0) == []  # `gradcam` not run: no section
     g = {"images": 500, "foreground_share.real": 0.8, "entropy.real": 0.7, "empty_share.real": 0.0,
@@ -312,7 +312,7 @@ def test_records_of_replaced_shards_give_no_answer_and_name_what_to_refresh(metr
 
 
 def test_the_answer_says_what_the_design_can_detect_and_what_a_narrow_interval_would_take(metrics):
-    from synthaug.study_stats import detectable_gain, seeds_for_halfwidth
+    from synthaug.study.study_stats import detectable_gain, seeds_for_halfwidth
 
     for seed, a in enumerate([0.75, 0.78, 0.72]):  # real+vae: paired differences +0.05, +0.07, 0.00
         save_json(metrics / "classify" / "real+vae" / f"{run_slug(0.1, seed)}.json",
@@ -336,7 +336,7 @@ def test_the_answer_says_what_the_design_can_detect_and_what_a_narrow_interval_w
 
 
 def test_the_trend_across_fractions_has_its_own_interval():
-    from synthaug.report_answer import trend_over_fractions
+    from synthaug.study.report_answer import trend_over_fractions
 
     acc = {("real", 0.1): {0: 0.70, 1: 0.71, 2: 0.72}, ("real", 0.2): {0: 0.80, 1: 0.80, 2: 0.81},
            ("real+vae", 0.1): {0: 0.73, 1: 0.73, 2: 0.75}, ("real+vae", 0.2): {0: 0.80, 1: 0.81, 2: 0.81}}

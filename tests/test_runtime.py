@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from synthaug import runtime
-from synthaug.runtime import RuntimeConfigError, running_stages, stage_threads, threads_from_env
+from synthaug.core import runtime
+from synthaug.core.runtime import RuntimeConfigError, running_stages, stage_threads, threads_from_env
 
 from conftest import REPO, SMOKE
 
@@ -76,7 +76,7 @@ def test_running_stages_skips_stopped_stages_and_pids_reused_by_other_processes(
     started at another time than recorded (its pid reused since) is dropped; a running one counts."""
     import signal
 
-    from synthaug.runtime import _proc_stat
+    from synthaug.core.runtime import _proc_stat
 
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     paused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -108,7 +108,7 @@ def test_the_runtime_line_says_what_a_stage_computes_in(caplog, tmp_path):
     import torch
 
     from conftest import SMOKE
-    from synthaug.runtime import Runtime
+    from synthaug.core.runtime import Runtime
     from synthaug.stages.common import load_stage
     from synthaug.stages.fid import fid_runtime
 

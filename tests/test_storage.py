@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from synthaug.data.shards import MANIFEST, ShardError, read_manifest, read_shards, write_shards
-from synthaug.storage import (StorageError, WriteError, _UMASK, atomic_dir, atomic_path, load_checkpoint, load_json,
+from synthaug.core.storage import (StorageError, WriteError, _UMASK, atomic_dir, atomic_path, load_checkpoint, load_json,
                               load_npz, load_state_strict, replace_together, save_checkpoint, save_json, save_npz,
                               sha256_file)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from synthaug.study_stats import (bonferroni_level, mean_ci, paired_gain, real_images_equivalent, significant,
+from synthaug.study.study_stats import (bonferroni_level, mean_ci, paired_gain, real_images_equivalent, significant,
                                   spearman)
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
@@ -81,7 +81,7 @@ def test_interval_at_another_level_and_the_bonferroni_level():
 
 
 def test_detectable_gain_matches_the_known_power_of_a_paired_t_test():
-    from synthaug.study_stats import detectable_gain, seeds_for_halfwidth
+    from synthaug.study.study_stats import detectable_gain, seeds_for_halfwidth
 
     # G*Power: a two-sided one-sample (paired) t-test, alpha 0.05, power 0.8, n = 10 needs effect size d = 0.996
     assert detectable_gain(1.0, 10, 0.95) == pytest.approx(0.996, abs=2e-3)

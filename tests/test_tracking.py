@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from synthaug.tracking import TrackingError, flatten, metric_key, stage_run, tracking_uri
+from synthaug.core.tracking import TrackingError, flatten, metric_key, stage_run, tracking_uri
 
 
 @pytest.fixture()
@@ -150,7 +150,7 @@ def test_a_killed_stages_run_is_marked_killed_by_the_next_stage_and_sigterm_ends
     body = textwrap.dedent("""
         import os, signal, sys, time
         from synthaug.stages.common import stage_command
-        from synthaug.tracking import stage_run
+        from synthaug.core.tracking import stage_run
 
         @stage_command
         def stage():

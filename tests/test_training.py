@@ -10,16 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from synthaug.config import Params
+from synthaug.core.config import Params
 from synthaug.generators import vae as vae_family
 from synthaug.generators.base import GeneratorSpec
 from synthaug.generators.vae import VAETrainable
 from synthaug.nets.vae import ConditionalVAE, VAEConfig
 from synthaug.objectives.vae import annealed_beta, kl_to_standard_normal, vae_loss
-from synthaug.runtime import seed_everything
-from synthaug.storage import load_checkpoint
-from synthaug.arrays import to_model_range, to_uint8
-from synthaug.training import EMA, BatchStream, NonFiniteLossError, check_finite, fingerprint_of, run_training
+from synthaug.core.runtime import seed_everything
+from synthaug.core.storage import load_checkpoint
+from synthaug.core.arrays import to_model_range, to_uint8
+from synthaug.generators.training import EMA, BatchStream, NonFiniteLossError, check_finite, fingerprint_of, run_training
 
 NUM_CLASSES = 4
 
@@ -216,14 +216,14 @@ def test_fingerprint_hashes_the_code_it_names(tmp_path, monkeypatch):
     module = tmp_path / "fp_probe_module.py"
     module.write_text("LOSS = 'l2'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    before = fingerprint_of({"lr": 1e-3}, code=["fp_probe_module", "synthaug.training"])
-    assert before == fingerprint_of({"lr": 1e-3}, code=["synthaug.training", "fp_probe_module"])
+    before = fingerprint_of({"lr": 1e-3}, code=["fp_probe_module", "synthaug.generators.training"])
+    assert before == fingerprint_of({"lr": 1e-3}, code=["synthaug.generators.training", "fp_probe_module"])
     settings, code = before.split("+")
     assert settings == fingerprint_of({"lr": 1e-3})
-    other_lr = fingerprint_of({"lr": 2e-3}, code=["fp_probe_module", "synthaug.training"])
+    other_lr = fingerprint_of({"lr": 2e-3}, code=["fp_probe_module", "synthaug.generators.training"])
     assert other_lr == f"{fingerprint_of({'lr': 2e-3})}+{code}"
     module.write_text("LOSS = 'l1'\n")  # an edited loss: same settings, other code hash
-    after = fingerprint_of({"lr": 1e-3}, code=["fp_probe_module", "synthaug.training"])
+    after = fingerprint_of({"lr": 1e-3}, code=["fp_probe_module", "synthaug.generators.training"])
     assert after.split("+")[0] == settings and after.split("+")[1] != code
 
 

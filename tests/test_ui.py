@@ -18,7 +18,7 @@ def store(tmp_path, monkeypatch) -> Path:
     """A repo root (tmp_path) whose mlflow.db holds one finished run in the smoke dataset's experiment."""
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from synthaug.tracking import stage_run
+    from synthaug.core.tracking import stage_run
 
     with stage_run("sample@vae", "digits", params={"seed": 0}) as run:
         run.log_metrics({"fid": 12.5})
@@ -47,8 +47,8 @@ def test_saved_views_are_experiment_tags_the_ui_reads_as_view_state(store):
     search facets and columns); `ui` writes one per view, and re-running it rewrites them rather than adding."""
     from mlflow.tracking import MlflowClient
 
-    from synthaug.tracking import tracking_uri
-    from synthaug.ui import SHARED_VIEW_TAG, VIEWS
+    from synthaug.core.tracking import tracking_uri
+    from synthaug.stages.ui import SHARED_VIEW_TAG, VIEWS
 
     for _ in range(2):
         assert _ui(["--print-only"]).exit_code == 0

@@ -25,8 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyse": ("synthaug.stages.analyse", "analyse"),
     "gradcam": ("synthaug.stages.gradcam", "gradcam"),
     "report": ("synthaug.stages.report", "report"),
-    "ui": ("synthaug.ui", "ui"),  # not a stage: MLflow's server on the repo's store
-    "readme": ("synthaug.readme", "readme"),  # not a stage: README's study section from the report
+    "ui": ("synthaug.stages.ui", "ui"),  # not a stage: MLflow's server on the repo's store
+    "readme": ("synthaug.stages.readme", "readme"),  # not a stage: README's study section from the report
 }
 HELP = "synthaug: does synthetic data from generative models make an image classifier better?"
 

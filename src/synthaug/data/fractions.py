@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from synthaug.data.errors import DatasetError
-from synthaug.storage import StorageError, load_json, save_json
+from synthaug.core.storage import StorageError, load_json, save_json
 
 
 def fraction_key(f: float) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from synthaug.data.errors import DatasetError  # noqa: F401 (raised here; importers find it here too)
 from synthaug.data.fractions import stratified_holdout
 from synthaug.data.image_files import GRAY_MODES, IMAGE_EXTS, open_image, peek_mode, resize_stack, to_8bit, to_array
-from synthaug.storage import StorageError, load_json, load_npz, save_json, save_npz, sha256_file
+from synthaug.core.storage import StorageError, load_json, load_npz, save_json, save_npz, sha256_file
 
 KNOWN = ("fashion_mnist", "digits", "cifar10", "cub200", "imagefolder")
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"

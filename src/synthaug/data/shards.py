@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from synthaug.storage import StorageError, atomic_dir, load_json, load_npz, sha256_file, save_json, save_npz
+from synthaug.core.storage import StorageError, atomic_dir, load_json, load_npz, sha256_file, save_json, save_npz
 
 MANIFEST = "manifest.json"
 

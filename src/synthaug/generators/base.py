@@ -8,7 +8,7 @@ A family module (e.g. `synthaug.generators.vae`) exposes
 - `load_sampler(checkpoint, runtime, params, source) -> (sample_fn, settings)`: `sample_fn(labels,
   torch.Generator) -> float images in [-1, 1]`, `settings` a flat dict recorded in the shard manifest;
 - `TRAINING_CODE`: the other modules whose source defines what it trains (its nets, objective...). With the
-  module itself, `synthaug.training` and the stage, they are the stage's code deps in dvc.yaml, and their
+  module itself, `synthaug.generators.training` and the stage, they are the stage's code deps in dvc.yaml, and their
   content is part of the checkpoint's fingerprint (a test keeps the two lists equal).
 """
 
@@ -79,5 +79,5 @@ def training_code(module: ModuleType, stage: str) -> tuple[str, ...]:
     """The modules whose source defines what `module` trains when run by the stage module `stage`."""
     # data.fractions picks the real images it learns from (the generator_fraction subset); arrays maps its pixels
     # into the nets' range.
-    return (stage, "synthaug.training", "synthaug.arrays", "synthaug.data.fractions", module.__name__,
+    return (stage, "synthaug.generators.training", "synthaug.core.arrays", "synthaug.data.fractions", module.__name__,
             *module.TRAINING_CODE)

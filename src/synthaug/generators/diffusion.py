@@ -20,16 +20,16 @@ from typing import Callable
 
 import torch
 
-from synthaug.config import Params
+from synthaug.core.config import Params
 from synthaug.generators.base import GeneratorSpec, TrainResult
 from synthaug.nets.unet import UNet, UNetConfig
 from synthaug.objectives.diffusion import NoiseSchedule, diffusion_loss, drop_labels, eps_from_output
-from synthaug.runtime import Runtime
-from synthaug.samplers import DDIMSampler, DDPMSampler, MaybeCompiled, guided_eps_fn
-from synthaug.storage import StorageError, load_checkpoint, load_state_strict
-from synthaug.training import EMA, BatchStream, run_training
+from synthaug.core.runtime import Runtime
+from synthaug.generators.samplers import DDIMSampler, DDPMSampler, MaybeCompiled, guided_eps_fn
+from synthaug.core.storage import StorageError, load_checkpoint, load_state_strict
+from synthaug.generators.training import EMA, BatchStream, run_training
 
-# Besides this module, synthaug.training and the stage (see generators/base.py).
+# Besides this module, synthaug.generators.training and the stage (see generators/base.py).
 TRAINING_CODE = ("synthaug.nets.unet", "synthaug.objectives.diffusion")
 
 GRAD_CLIP = 1.0

@@ -14,17 +14,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from synthaug.config import GANParams, Params
+from synthaug.core.config import GANParams, Params
 from synthaug.generators.base import GeneratorSpec, TrainResult
 from synthaug.nets.gan import Discriminator, GANConfig, Generator
 from synthaug.objectives.gan import (OBJECTIVES, discriminator_loss, generator_loss, gradient_penalty,
                                      wasserstein_estimate)
-from synthaug.runtime import Runtime
-from synthaug.storage import StorageError, load_checkpoint, load_state_strict
-from synthaug.arrays import to_uint8
-from synthaug.training import EMA, BatchStream, run_training
+from synthaug.core.runtime import Runtime
+from synthaug.core.storage import StorageError, load_checkpoint, load_state_strict
+from synthaug.core.arrays import to_uint8
+from synthaug.generators.training import EMA, BatchStream, run_training
 
-# Besides this module, synthaug.training and the stage (see generators/base.py).
+# Besides this module, synthaug.generators.training and the stage (see generators/base.py).
 TRAINING_CODE = ("synthaug.nets.gan", "synthaug.objectives.gan")
 
 

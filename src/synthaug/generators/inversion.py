@@ -25,20 +25,20 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from synthaug.config import Params
+from synthaug.core.config import Params
 from synthaug.generators.base import TrainResult
-from synthaug.arrays import class_grid, iterate_batches, to_model_range, to_uint8
+from synthaug.core.arrays import class_grid, iterate_batches, to_model_range, to_uint8
 from synthaug.generators.diffusion import DiffusionSampleFn
 from synthaug.nets.unet import UNet, UNetConfig
 from synthaug.objectives.diffusion import NoiseSchedule, diffusion_loss, eps_from_output
-from synthaug.runtime import Runtime
-from synthaug.samplers import DDIMSampler, guided_eps_fn
-from synthaug.storage import StorageError, load_checkpoint, load_state_strict, sha256_file
-from synthaug.training import BatchStream, run_training
+from synthaug.core.runtime import Runtime
+from synthaug.generators.samplers import DDIMSampler, guided_eps_fn
+from synthaug.core.storage import StorageError, load_checkpoint, load_state_strict, sha256_file
+from synthaug.generators.training import BatchStream, run_training
 
-# Besides this module, synthaug.training and the stage (see generators/base.py).
+# Besides this module, synthaug.generators.training and the stage (see generators/base.py).
 TRAINING_CODE = ("synthaug.generators.diffusion", "synthaug.nets.unet", "synthaug.objectives.diffusion",
-                 "synthaug.samplers", "synthaug.data.groups")
+                 "synthaug.generators.samplers", "synthaug.data.groups")
 
 PREVIEW_IMAGES = 4  # per row of the preview grid: real group images | learned-embedding samples | class samples
 PREVIEW = "invert.png"  # the preview grid's file name

@@ -7,15 +7,15 @@ from typing import Callable
 
 import torch
 
-from synthaug.config import Params
+from synthaug.core.config import Params
 from synthaug.generators.base import GeneratorSpec, TrainResult
 from synthaug.nets.vae import ConditionalVAE, VAEConfig
 from synthaug.objectives.vae import annealed_beta, vae_loss
-from synthaug.runtime import Runtime
-from synthaug.storage import StorageError, load_checkpoint, load_state_strict
-from synthaug.training import BatchStream, run_training
+from synthaug.core.runtime import Runtime
+from synthaug.core.storage import StorageError, load_checkpoint, load_state_strict
+from synthaug.generators.training import BatchStream, run_training
 
-# Besides this module, synthaug.training and the stage (see generators/base.py).
+# Besides this module, synthaug.generators.training and the stage (see generators/base.py).
 TRAINING_CODE = ("synthaug.nets.vae", "synthaug.objectives.vae")
 
 

@@ -31,8 +31,8 @@ from pytorch_fid.inception import InceptionV3
 from torchvision.models.inception import BasicConv2d
 from tqdm import tqdm
 
-from synthaug.runtime import Runtime
-from synthaug.storage import StorageError, load_npz, save_checkpoint, save_npz
+from synthaug.core.runtime import Runtime
+from synthaug.core.storage import StorageError, load_npz, save_checkpoint, save_npz
 
 log = logging.getLogger("synthaug")
 

@@ -93,7 +93,7 @@ def compare_to_reference(cams: dict[str, np.ndarray], masks: np.ndarray, referen
     """Per arm (name -> maps of the same images): its attention statistics, and against the reference arm's maps of
     the same images: the mean agreement and the paired difference in foreground share with its 95 % t-interval over
     the images where both maps are live."""
-    from synthaug.study_stats import mean_ci
+    from synthaug.study.study_stats import mean_ci
 
     ref = per_image_stats(cams[reference], masks)
     out = {}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from synthaug.metrics.fid import activations, load_inception
-from synthaug.runtime import Runtime
-from synthaug.study_stats import mean_ci
+from synthaug.core.runtime import Runtime
+from synthaug.study.study_stats import mean_ci
 
 
 def group_distances(real: np.ndarray, samples: np.ndarray) -> float:

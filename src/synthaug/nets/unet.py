@@ -1,7 +1,7 @@
 """Class-conditional U-Net that predicts the noise eps(x_t, t, y) (Ho et al. 2020, App. B; Dhariwal & Nichol 2021).
 
 The network only: the noise schedule lives in `synthaug.objectives.diffusion`, the sampling loops in
-`synthaug.samplers`. Conditioning is one vector per image, `emb = MLP(sinusoid(t)) + c`, fed to every
+`synthaug.generators.samplers`. Conditioning is one vector per image, `emb = MLP(sinusoid(t)) + c`, fed to every
 residual block as a scale and shift of its second GroupNorm ("AdaGN", Dhariwal & Nichol 2021, §3).
 `c` is the class embedding `class_embedding(y)`, a row of a (num_classes + 1)-entry table whose last row
 is the "null" label of classifier-free guidance (Ho & Salimans 2022), or any vector of that space passed

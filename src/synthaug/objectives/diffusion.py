@@ -3,7 +3,7 @@
 Indexing: timesteps are 0-based, t in {0, ..., T-1}; our t is the papers' t+1. So
 `alphas_cumprod[t]` = abar_{t+1} = prod_{s<=t} (1 - beta_s), and "abar before step 0" is 1.
 The schedule holds only numbers (float64, on CPU); it never sees a network. Sampling loops that
-invert it are in `synthaug.samplers`.
+invert it are in `synthaug.generators.samplers`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`analyse`: beside FID, for every source: precision / recall / density / coverage and per-class KID (FID where a
 class is large enough) on the Inception features the fid stages saved, and line-segment geometry against real
-test images of the same classes (`synthaug.analysis`). Writes metrics/analysis.json (flat numbers),
+test images of the same classes (`synthaug.study.analysis`). Writes metrics/analysis.json (flat numbers),
 reports/analysis_per_class.csv and reports/analysis.png, and logs them to MLflow.
 """
 
@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import math
 
-from synthaug.config import as_dict
+from synthaug.core.config import as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
-from synthaug.lineage import input_ids
+from synthaug.core.lineage import input_ids
 from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR,
                                     load_stage, require, stage_command, write_metrics)
-from synthaug.storage import StorageError, replace_together
-from synthaug.tracking import stage_run
+from synthaug.core.storage import StorageError, replace_together
+from synthaug.core.tracking import stage_run
 
 
 @stage_command
 def analyse(params_path: str = PARAMS_OPTION) -> None:
     """Precision/recall, density/coverage, per-class KID/FID and line geometry of every source."""
-    from synthaug.analysis import (HELDOUT, class_line_stats, flat_metrics, line_scores, load_labelled_features,
+    from synthaug.study.analysis import (HELDOUT, class_line_stats, flat_metrics, line_scores, load_labelled_features,
                                    mean_orientation, per_class_table, reference_halves, source_analysis)
-    from synthaug.analysis_plots import save_analysis_png
+    from synthaug.figures.analysis_plots import save_analysis_png
 
     params, _ = load_stage(params_path, log_runtime=False)  # computes no network
     a = params.analysis

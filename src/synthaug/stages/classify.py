@@ -1,7 +1,7 @@
 """`classify ARM`: train every classifier of one arm of the study and evaluate each on the real test split.
 
 ARM is `real`, `real+SOURCE`, `real+all` or `synth:SOURCE`. One process trains all the arm's runs (each
-fraction and seed, `synthaug.arms.arm_runs`), loading the data once, as one classifier bank
+fraction and seed, `synthaug.study.arms.arm_runs`), loading the data once, as one classifier bank
 (`classifier_training.train_bank`; `classify.bank_size` runs at a time, 0: all), each member with its own seed, data
 and augmentation as if trained alone. Each finished run leaves a record
 `metrics/classify/<arm>/<run>.json` carrying a fingerprint of what defined it (settings, data, code): a killed
@@ -20,22 +20,22 @@ from typing import NamedTuple
 import numpy as np
 import typer
 
-from synthaug.arms import analysed_run, arm_runs, arm_slug, parse_arm, run_slug
-from synthaug.config import ConfigError, as_dict
+from synthaug.study.arms import analysed_run, arm_runs, arm_slug, parse_arm, run_slug
+from synthaug.core.config import ConfigError, as_dict
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_manifest, read_shards
-from synthaug.lineage import input_ids
+from synthaug.core.lineage import input_ids
 from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR,
                                     classifier_weights, is_main_process, load_stage, require, stage_command,
                                     write_metrics)
-from synthaug.storage import StorageError, load_json, replace_together, save_checkpoint, save_json
-from synthaug.tracking import stage_run
-from synthaug.training import fingerprint_of
+from synthaug.core.storage import StorageError, load_json, replace_together, save_checkpoint, save_json
+from synthaug.core.tracking import stage_run
+from synthaug.generators.training import fingerprint_of
 
 log = logging.getLogger("synthaug")
-CODE = ("synthaug.stages.classify", "synthaug.classification", "synthaug.classifier_training", "synthaug.nets.bank",
-        "synthaug.nets.resnet", "synthaug.training", "synthaug.arrays")
+CODE = ("synthaug.stages.classify", "synthaug.study.classification", "synthaug.study.classifier_training", "synthaug.nets.bank",
+        "synthaug.nets.resnet", "synthaug.generators.training", "synthaug.core.arrays")
 
 
 def load_synthetic(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +76,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
              seed: int = typer.Option(None, help="run only this classifier seed (one of classify.seeds)"),
              params_path: str = PARAMS_OPTION) -> None:
     """Train and evaluate the arm's classifiers; writes metrics/classify/<arm>/ and metrics/classify/<arm>.json."""
-    from synthaug.classifier_training import ArmData, Member, train_bank  # torchvision: import only when used
+    from synthaug.study.classifier_training import ArmData, Member, train_bank  # torchvision: import only when used
 
     params, runtime = load_stage(params_path, data_parallel=True)
     with_real, sources = parse_arm(arm, params)

@@ -13,10 +13,10 @@ from typing import Callable
 import numpy as np
 import typer
 
-from synthaug import distributed
-from synthaug.config import ConfigError, Params, load_params
-from synthaug.runtime import Runtime, RuntimeConfigError, make_runtime, seed_everything
-from synthaug.storage import StorageError, recover_commits, save_json
+from synthaug.core import distributed
+from synthaug.core.config import ConfigError, Params, load_params
+from synthaug.core.runtime import Runtime, RuntimeConfigError, make_runtime, seed_everything
+from synthaug.core.storage import StorageError, recover_commits, save_json
 
 log = logging.getLogger("synthaug")
 
@@ -55,8 +55,8 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
 
 
 def _fault_errors() -> tuple[type[BaseException], ...]:
-    from synthaug.tracking import TrackingError
-    from synthaug.training import NonFiniteLossError
+    from synthaug.core.tracking import TrackingError
+    from synthaug.generators.training import NonFiniteLossError
 
     return (StageError, TrackingError, NonFiniteLossError, OSError)
 

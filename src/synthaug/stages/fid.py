@@ -8,16 +8,16 @@ import logging
 import numpy as np
 import typer
 
-from synthaug.config import ConfigError, as_dict
+from synthaug.core.config import ConfigError, as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
 from synthaug.generators.base import SOURCE_FAMILY
-from synthaug.runtime import Runtime
-from synthaug.lineage import input_ids
+from synthaug.core.runtime import Runtime
+from synthaug.core.lineage import input_ids
 from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
-from synthaug.storage import replace_together, save_npz
-from synthaug.tracking import stage_run
+from synthaug.core.storage import replace_together, save_npz
+from synthaug.core.tracking import stage_run
 
 log = logging.getLogger("synthaug")
 

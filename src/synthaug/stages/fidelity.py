@@ -11,11 +11,11 @@ import logging
 
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_shards
-from synthaug.lineage import input_ids
+from synthaug.core.lineage import input_ids
 from synthaug.stages.common import (JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage, require,
                                     stage_command, write_metrics)
-from synthaug.storage import replace_together
-from synthaug.tracking import stage_run
+from synthaug.core.storage import replace_together
+from synthaug.core.tracking import stage_run
 
 log = logging.getLogger("synthaug")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("synthaug")
 @stage_command
 def fidelity(params_path: str = PARAMS_OPTION) -> None:
     """Score every source's labels with the judge: metrics/fidelity.json, reports/fidelity_per_class.csv."""
-    from synthaug.classification import evaluate, load_classifier  # torchvision: import only when used
+    from synthaug.study.classification import evaluate, load_classifier  # torchvision: import only when used
 
     params, runtime = load_stage(params_path)
     meta = load_meta(require(REAL_DIR, "prepare"))

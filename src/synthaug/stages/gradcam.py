@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthaug.arms import arm_slug, classify_stage, study_arms
+from synthaug.study.arms import arm_slug, classify_stage, study_arms
 from synthaug.data.groups import pick_per_class
 from synthaug.data.real import load_meta, load_prepared
-from synthaug.lineage import NO_LINEAGE, merged
+from synthaug.core.lineage import NO_LINEAGE, merged
 from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, classifier_weights, load_stage,
                                     require, stage_command, write_metrics)
-from synthaug.storage import replace_together
-from synthaug.tracking import stage_run
+from synthaug.core.storage import replace_together
+from synthaug.core.tracking import stage_run
 
 GRID_CLASSES = 10  # the grids show the first ten classes (CUB has 200)
 
@@ -26,10 +26,10 @@ GRID_CLASSES = 10  # the grids show the first ten classes (CUB has 200)
 @stage_command
 def gradcam(params_path: str = PARAMS_OPTION) -> None:
     """Grad-CAM maps and attention statistics of every arm's classifier against the real arm's."""
-    from synthaug.classification import load_classifier
-    from synthaug.gradcam_plots import save_gradcam_grid
+    from synthaug.study.classification import load_classifier
+    from synthaug.figures.gradcam_plots import save_gradcam_grid
     from synthaug.metrics.gradcam import compare_to_reference, foreground_masks, grad_cams
-    from synthaug.arrays import to_model_range
+    from synthaug.core.arrays import to_model_range
 
     params, runtime = load_stage(params_path)
     g = params.gradcam

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from functools import partial
 
-from synthaug.config import ConfigError, as_dict
+from synthaug.core.config import ConfigError, as_dict
 from synthaug.data.fractions import generator_indices
 from synthaug.data.groups import class_groups
 from synthaug.data.real import load_meta, load_prepared
@@ -13,13 +13,13 @@ from synthaug.generators import inversion
 from synthaug.generators.base import training_code
 from synthaug.generators.inversion import PREVIEW, invert as invert_groups, preview_rows
 from synthaug.metrics.group_following import inception_following
-from synthaug.plots import save_curves_png, save_grid_png
+from synthaug.figures.plots import save_curves_png, save_grid_png
 from synthaug.stages.fid import fid_runtime  # Inception's precision, as the fid stage's
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, is_main_process,
                                     load_stage, require, seen_real_images, stage_command, write_metrics)
-from synthaug.storage import replace_together, save_json, sha256_file
-from synthaug.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run
-from synthaug.training import fingerprint_of
+from synthaug.core.storage import replace_together, save_json, sha256_file
+from synthaug.core.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run
+from synthaug.generators.training import fingerprint_of
 
 CHECKPOINT = MODELS / "dinv" / "checkpoint.pt"  # the learned vectors (+ optimiser state, for resuming)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthaug.config import as_dict, prepared_fractions
+from synthaug.core.config import as_dict, prepared_fractions
 from synthaug.data.fractions import nested_fractions, save_fractions
 from synthaug.data.real import load_dataset, write_prepared
 from synthaug.stages.common import FRACTIONS, PARAMS_OPTION, REAL_DIR, load_stage, stage_command
-from synthaug.storage import replace_together
-from synthaug.tracking import stage_run
+from synthaug.core.storage import replace_together
+from synthaug.core.tracking import stage_run
 
 
 @stage_command

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from synthaug.config import real_curve_fractions
+from synthaug.core.config import real_curve_fractions
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta
-from synthaug.plots import save_accuracy_png, save_gain_png, save_quality_png
-from synthaug.lineage import check, current_ids
-from synthaug.report import (collect, headline_metrics, lineage_records, markdown, pending_sources,
+from synthaug.figures.plots import save_accuracy_png, save_gain_png, save_quality_png
+from synthaug.core.lineage import check, current_ids
+from synthaug.study.report import (collect, headline_metrics, lineage_records, markdown, pending_sources,
                              seen_by_generators, summarise)
 from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
-from synthaug.storage import atomic_path, replace_together, save_json
-from synthaug.tracking import code_state, repo_root, stage_run
+from synthaug.core.storage import atomic_path, replace_together, save_json
+from synthaug.core.tracking import code_state, repo_root, stage_run
 
 log = logging.getLogger("synthaug")
 

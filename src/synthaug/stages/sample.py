@@ -9,18 +9,18 @@ import torch
 import typer
 from tqdm import tqdm
 
-from synthaug.config import ConfigError, as_dict
+from synthaug.core.config import ConfigError, as_dict
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import write_shards
 from synthaug.generators.base import SOURCE_FAMILY, family_module, producer
 from synthaug.metrics.diversity import within_class_diversity
 from synthaug.metrics.saturation import saturated_share
-from synthaug.plots import save_sample_grid_png
+from synthaug.figures.plots import save_sample_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
                                     require, stage_command, write_metrics)
-from synthaug.storage import replace_together, sha256_file
-from synthaug.tracking import GRID_ARTIFACT, stage_run
-from synthaug.arrays import iterate_batches, to_uint8
+from synthaug.core.storage import replace_together, sha256_file
+from synthaug.core.tracking import GRID_ARTIFACT, stage_run
+from synthaug.core.arrays import iterate_batches, to_uint8
 
 
 def generate(sample_fn, labels: np.ndarray, batch_size: int, seed: int, desc: str) -> np.ndarray:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import typer
 
-from synthaug.config import ConfigError, as_dict
+from synthaug.core.config import ConfigError, as_dict
 from synthaug.data.fractions import generator_indices
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.generators.base import FAMILIES, GeneratorSpec, family_module, training_code
-from synthaug.plots import save_curves_png, save_grid_png
+from synthaug.figures.plots import save_curves_png, save_grid_png
 from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, is_main_process, load_stage,
                                     require, seen_real_images, stage_command, write_metrics)
-from synthaug.storage import replace_together, save_json
-from synthaug.tracking import LOSS_ARTIFACT, stage_run
-from synthaug.training import fingerprint_of
+from synthaug.core.storage import replace_together, save_json
+from synthaug.core.tracking import LOSS_ARTIFACT, stage_run
+from synthaug.generators.training import fingerprint_of
 
 
 @stage_command

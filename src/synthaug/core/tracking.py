@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from synthaug import distributed
-from synthaug.storage import pid_alive
+from synthaug.core import distributed
+from synthaug.core.storage import pid_alive
 
 log = logging.getLogger("synthaug")
 

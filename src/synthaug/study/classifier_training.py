@@ -20,13 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthaug import distributed
-from synthaug.classification import evaluate_members
-from synthaug.config import ClassifierParams
+from synthaug.core import distributed
+from synthaug.study.classification import evaluate_members
+from synthaug.core.config import ClassifierParams
 from synthaug.nets.bank import ModelBank
 from synthaug.nets.resnet import build_classifier
-from synthaug.runtime import Runtime, seed_everything
-from synthaug.training import BatchStream, run_training
+from synthaug.core.runtime import Runtime, seed_everything
+from synthaug.generators.training import BatchStream, run_training
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A family supplies a `Trainable` (its nets, optimizers, EMA and one `train_step`); this module owns the
 rest. Batches are a pure function of (seed, step), and the checkpoint carries the step, the Trainable's
 state and every RNG state, so a killed run resumed from its last checkpoint continues exactly as an
-uninterrupted run would. Under torchrun the same loop is data-parallel (`synthaug.distributed`): each process
+uninterrupted run would. Under torchrun the same loop is data-parallel (`synthaug.core.distributed`): each process
 trains on its rows of every global batch, gradients are averaged, rank 0 alone writes checkpoints (holding
 every rank's RNG state) and logs.
 """
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from synthaug import distributed
-from synthaug.arrays import to_model_range
-from synthaug.runtime import Runtime, rng_state, seed_everything, set_rng_state
-from synthaug.storage import load_checkpoint, save_checkpoint
+from synthaug.core import distributed
+from synthaug.core.arrays import to_model_range
+from synthaug.core.runtime import Runtime, rng_state, seed_everything, set_rng_state
+from synthaug.core.storage import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("synthaug")
 

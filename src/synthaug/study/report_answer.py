@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from synthaug.study_stats import mean_ci, seeds_for_halfwidth
+from synthaug.study.study_stats import mean_ci, seeds_for_halfwidth
 
 TARGET_HALFWIDTH = 0.01  # the 95 % interval of the best gain the study aims at: +-1 point
 

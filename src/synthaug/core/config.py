@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from synthaug.schema import ConfigError, build, require_sections, rng
+from synthaug.core.schema import ConfigError, build, require_sections, rng
 
 DATASETS = ("fashion_mnist", "digits", "cifar10", "cub200", "imagefolder")
 SOURCES = ("vae", "gan", "lsgan", "wgan_gp", "ddpm", "ddim", "dinv")  # `real+all` pools every listed source
@@ -240,7 +240,7 @@ class Params:
     analysis: AnalysisParams = field(default_factory=AnalysisParams)
     gradcam: GradCamParams = field(default_factory=GradCamParams)
     # >1: the training stages (train, invert, classify) run data-parallel under torchrun with this many processes
-    # (one per GPU, NCCL; gloo on CPU); every global batch is split evenly between them (`synthaug.distributed`)
+    # (one per GPU, NCCL; gloo on CPU); every global batch is split evenly between them (`synthaug.core.distributed`)
     processes: int = field(default=1, metadata=rng(ge=1, le=1024))
 
     def check(self, at: str) -> None:

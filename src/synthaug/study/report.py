@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from synthaug.arms import arm_runs, arm_slug, classify_stage, parse_arm, run_slug, study_arms
+from synthaug.study.arms import arm_runs, arm_slug, classify_stage, parse_arm, run_slug, study_arms
 from synthaug.data.fractions import fraction_key
-from synthaug.lineage import check, refresh_command
-from synthaug.report_answer import answer_lines, pts, randomness, trend_over_fractions, worth
-from synthaug.report_gradcam import gradcam_section
-from synthaug.storage import load_json
-from synthaug.study_stats import (bonferroni_level, detectable_gain, mean_ci, paired_gain, real_images_equivalent,
+from synthaug.core.lineage import check, refresh_command
+from synthaug.study.report_answer import answer_lines, pts, randomness, trend_over_fractions, worth
+from synthaug.study.report_gradcam import gradcam_section
+from synthaug.core.storage import load_json
+from synthaug.study.study_stats import (bonferroni_level, detectable_gain, mean_ci, paired_gain, real_images_equivalent,
                                   significant, spearman)
 
 
@@ -57,7 +57,7 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
 
 def lineage_records(inputs: dict, sources: list[str]) -> list[tuple[str, dict | None, tuple[str, ...]]]:
     """(stage item, inputs it recorded, inputs it must name) of every record `collect` gathered: classifier records,
-    FIDs, label fidelity, and the analyses where they have run (`synthaug.lineage.check` takes them)."""
+    FIDs, label fidelity, and the analyses where they have run (`synthaug.core.lineage.check` takes them)."""
     every = tuple(f"synthetic/{s}" for s in sources)
     records = [(classify_stage(r["arm"]), r.get("inputs"), ()) for r in inputs["runs"]]
     records += [(f"fid@{s}", m.get("inputs"), (f"synthetic/{s}",)) for s, m in inputs["fid"].items()]

@@ -10,8 +10,8 @@ matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from synthaug.arrays import class_grid  # noqa: E402,F401 (sample grids; re-used by figures only)
-from synthaug.storage import atomic_path  # noqa: E402
+from synthaug.core.arrays import class_grid  # noqa: E402,F401 (sample grids; re-used by figures only)
+from synthaug.core.storage import atomic_path  # noqa: E402
 
 
 def _save(fig, path: str | Path, dpi: int = 110, bbox_inches: str | None = "tight") -> None:

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from synthaug.storage import atomic_path  # noqa: E402
+from synthaug.core.storage import atomic_path  # noqa: E402
 
 
 def save_gradcam_grid(path: str | Path, images: np.ndarray, cams: dict[str, np.ndarray], captions: list[str],

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from synthaug.config import ConfigError
+from synthaug.core.config import ConfigError
 from synthaug.data.groups import pick_per_class
 from synthaug.metrics.geometry import LineStats, line_distances, line_statistics
 from synthaug.metrics.per_class import per_class_scores, summarise_classes
 from synthaug.metrics.prdc_metrics import precision_recall_density_coverage, prdc_min_features
-from synthaug.storage import StorageError, load_npz
+from synthaug.core.storage import StorageError, load_npz
 
 HELDOUT = "real_heldout"  # the line-geometry baseline: real test images outside the reference half
 LINE_KEYS = ("line_orientation_w1", "line_orientation_tv", "line_length_tv")

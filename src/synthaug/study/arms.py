@@ -7,7 +7,7 @@ process start-up is paid once per arm, not once per classifier. Each run leaves 
 
 from __future__ import annotations
 
-from synthaug.config import ConfigError, Params, real_curve_fractions
+from synthaug.core.config import ConfigError, Params, real_curve_fractions
 from synthaug.data.fractions import fraction_key
 
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from synthaug.storage import atomic_path  # noqa: E402
+from synthaug.core.storage import atomic_path  # noqa: E402
 
 
 def save_analysis_png(path: str | Path, prdc: dict[str, dict], kid: dict[str, list[float]], class_names: list[str],

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthaug import distributed
-from synthaug.storage import pid_alive
+from synthaug.core import distributed
+from synthaug.core.storage import pid_alive
 
 log = logging.getLogger("synthaug")
 

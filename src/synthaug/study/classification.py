@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from synthaug.nets.resnet import build_classifier
-from synthaug.runtime import Runtime
-from synthaug.arrays import iterate_batches, to_model_range
+from synthaug.core.runtime import Runtime
+from synthaug.core.arrays import iterate_batches, to_model_range
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, runtime: Runtime, nu
 
 def load_classifier(path, runtime: Runtime) -> tuple[torch.nn.Module, dict]:
     """A classifier saved by the classify stage (weights only), ready for evaluation, and its record."""
-    from synthaug.storage import load_checkpoint, load_state_strict
+    from synthaug.core.storage import load_checkpoint, load_state_strict
 
     state = load_checkpoint(path)
     model = build_classifier(state["arch"], int(state["channels"]), int(state["num_classes"]))

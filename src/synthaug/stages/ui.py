@@ -20,10 +20,10 @@ from pathlib import Path
 
 import typer
 
-from synthaug.config import ConfigError, load_params
+from synthaug.core.config import ConfigError, load_params
 from synthaug.stages.common import PARAMS_OPTION, StageError, stage_command
-from synthaug.storage import StorageError
-from synthaug.tracking import TrackingError, experiment_name, redact, repo_root, store_errors, tracking_uri
+from synthaug.core.storage import StorageError
+from synthaug.core.tracking import TrackingError, experiment_name, redact, repo_root, store_errors, tracking_uri
 
 LOCALHOST = "127.0.0.1"
 

@@ -1,0 +1,1 @@
+"""Plots of the report and the analyses (matplotlib only here)."""

@@ -1,0 +1,1 @@
+"""The study: classifier arms, their training (banks) and scoring, the statistics and the report."""
