@@ -23,8 +23,8 @@ from conftest import SMOKE
 
 # ---------------------------------------------------------------- workspace builders
 def prepared_template(root: Path) -> Path:
-    """A workspace as after `prepare` (digits 32x32), `train@vae`, `sample@vae` and `fid_ref` of the smoke
-    profile; built in-process with the stages' own writers (seconds, not minutes)."""
+    """A workspace as after `prepare` (digits 32x32), `train_vae@0`, `sample_vae@0` and `fid_ref` of the smoke
+    profile (study seed 0's chain); built in-process with the stages' own writers (seconds, not minutes)."""
     import torch
 
     from synthaug.data.fractions import nested_fractions, save_fractions
@@ -39,15 +39,15 @@ def prepared_template(root: Path) -> Path:
     real = root / "data" / "real"
     write_prepared(ds, real)
     wanted = sorted(set(smoke["fractions"]) | set(smoke["real_fractions"]) | {smoke["generator_fraction"]})
-    save_fractions(root / "data" / "fractions.json", nested_fractions(ds.train.labels, wanted, 0),
-                   {"seed": 0, "fractions": wanted})
+    save_fractions(root / "data" / "fractions" / "study0.json", nested_fractions(ds.train.labels, wanted, 0),
+                   {"seed": 0, "fractions": wanted, "generator_fraction": smoke["generator_fraction"]})
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 30)
-    write_shards(root / "data" / "synthetic" / "vae", rng.integers(0, 256, (300, 32, 32, 1), dtype=np.uint8),
-                 labels, 128, 10, extra={"source": "vae"})
+    write_shards(root / "data" / "synthetic" / "study0" / "vae",
+                 rng.integers(0, 256, (300, 32, 32, 1), dtype=np.uint8), labels, 128, 10, extra={"source": "vae"})
     cfg = VAEConfig(channels=1, num_classes=10, image_size=32, latent_dim=8, base_channels=8)
     torch.manual_seed(0)
-    save_checkpoint(root / "models" / "vae" / "checkpoint.pt",
+    save_checkpoint(root / "models" / "study0" / "vae" / "checkpoint.pt",
                     {"step": 44, "trainable": {"model": ConditionalVAE(cfg).state_dict()}, "config": cfg.to_dict(),
                      "family": "vae", "fingerprint": "x", "history": []})
     n = smoke["fid"]["num_images"]
@@ -139,8 +139,8 @@ def drop_section(name: str):
 
 def grid_is_a_directory(ws):
     """A folder (with a file of the user's) where `sample vae` writes its grid PNG."""
-    (ws / "reports/grids/vae.png").mkdir(parents=True)
-    (ws / "reports/grids/vae.png/notes.txt").write_text("mine")
+    (ws / "reports/grids/study0/vae.png").mkdir(parents=True)
+    (ws / "reports/grids/study0/vae.png/notes.txt").write_text("mine")
 
 
 def corrupt_store(ws):
@@ -187,7 +187,7 @@ def checkpoint_pickled_object(ws):
         def __reduce__(self):
             return (os.system, (f"touch {ws.parent / (ws.name + '-PWNED')}",))
 
-    torch.save({"trainable": {"model": Payload()}}, ws / "models/vae/checkpoint.pt")
+    torch.save({"trainable": {"model": Payload()}}, ws / "models/study0/vae/checkpoint.pt")
 
 
 def checkpoint_other_architecture(ws):
@@ -197,28 +197,28 @@ def checkpoint_other_architecture(ws):
     from synthaug.nets.gan import GANConfig, Generator
     from synthaug.core.storage import save_checkpoint
     cfg = GANConfig()
-    save_checkpoint(ws / "models/vae/checkpoint.pt", {"trainable": {"G": Generator(cfg).state_dict()},
-                                                     "config": cfg.to_dict(), "family": "gan", "step": 1})
+    save_checkpoint(ws / "models/study0/vae/checkpoint.pt", {"trainable": {"G": Generator(cfg).state_dict()},
+                                                            "config": cfg.to_dict(), "family": "gan", "step": 1})
     del torch
 
 
 def vae_checkpoint_as_gan(ws):
-    (ws / "models/gan").mkdir()
-    shutil.copy(ws / "models/vae/checkpoint.pt", ws / "models/gan/checkpoint.pt")
+    (ws / "models/study0/gan").mkdir()
+    shutil.copy(ws / "models/study0/vae/checkpoint.pt", ws / "models/study0/gan/checkpoint.pt")
 
 
 def checkpoint_other_width(ws):
     """A VAE checkpoint whose weights are of another size than its config says (edited or mixed up files)."""
     from synthaug.nets.vae import ConditionalVAE, VAEConfig
     from synthaug.core.storage import load_checkpoint, save_checkpoint
-    p = ws / "models/vae/checkpoint.pt"
+    p = ws / "models/study0/vae/checkpoint.pt"
     state = load_checkpoint(p)
     state["trainable"]["model"] = ConditionalVAE(VAEConfig(latent_dim=16, base_channels=8)).state_dict()
     save_checkpoint(p, state)
 
 
 def tamper_shard(ws):
-    p = ws / "data/synthetic/vae/shard-00001.npz"
+    p = ws / "data/synthetic/study0/vae/shard-00001.npz"
     b = bytearray(p.read_bytes())
     b[len(b) // 2] ^= 0x01
     p.write_bytes(bytes(b))
@@ -230,7 +230,7 @@ def edit_shard(change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.n
     def mutate(ws):
         from synthaug.data.shards import MANIFEST
         from synthaug.core.storage import load_npz, save_json, save_npz, sha256_file
-        d = ws / "data/synthetic/vae"
+        d = ws / "data/synthetic/study0/vae"
         p = d / "shard-00000.npz"
         z = load_npz(p, ("images", "labels"))
         images, labels = change(z["images"].copy(), z["labels"].copy())
@@ -247,14 +247,14 @@ def label_12(images, labels):
 
 
 def corrupt_manifest(ws):
-    (ws / "data/synthetic/vae/manifest.json").write_text('{"count": 300, "shards": [')
+    (ws / "data/synthetic/study0/vae/manifest.json").write_text('{"count": 300, "shards": [')
 
 
 def too_few_shards(ws):
     """Only 5 images per class were sampled: 50 images, FID at dims 64 needs 65."""
     from synthaug.data.shards import write_shards
     rng = np.random.default_rng(1)
-    write_shards(ws / "data/synthetic/vae", rng.integers(0, 256, (50, 32, 32, 1), dtype=np.uint8),
+    write_shards(ws / "data/synthetic/study0/vae", rng.integers(0, 256, (50, 32, 32, 1), dtype=np.uint8),
                  np.repeat(np.arange(10), 5), 128, 10)
 
 

@@ -32,17 +32,18 @@ def workspace(tmp_path, smoke_dict, monkeypatch):
     close = np.concatenate([ds.test.images[ds.test.labels == c][:PER_CLASS] for c in range(10)])
     noise = rng.integers(0, 256, close.shape, dtype=np.uint8)
     for source, images, shift in (("vae", close, 0.0), ("gan", noise, 50.0)):
-        write_shards(tmp_path / "data" / "synthetic" / source, images, labels, 128, 10, extra={"source": source})
-        save_npz(tmp_path / "data" / "features" / f"{source}.npz",
+        write_shards(tmp_path / "data" / "synthetic" / "study0" / source, images, labels, 128, 10,
+                     extra={"source": source})
+        save_npz(tmp_path / "data" / "features" / "study0" / f"{source}.npz",
                  features=(rng.normal(size=(300, DIMS)) + shift).astype(np.float32), labels=labels)
     set_key(smoke_dict, "sources", ["vae", "gan"])
     return enter_workspace(tmp_path, smoke_dict, monkeypatch)
 
 
-def _analyse():
+def _analyse(*args: str):
     from synthaug.cli import app
 
-    return CliRunner().invoke(app, ["analyse", "--params", "params.yaml"])
+    return CliRunner().invoke(app, ["analyse", *args, "--params", "params.yaml"])
 
 
 def test_analyse_writes_flat_metrics_per_class_rows_and_a_figure(workspace):
@@ -73,11 +74,26 @@ def test_analyse_writes_flat_metrics_per_class_rows_and_a_figure(workspace):
 
 
 def test_analyse_names_a_missing_features_file_and_writes_nothing(workspace):
-    (workspace / "data" / "features" / "gan.npz").unlink()
+    (workspace / "data" / "features" / "study0" / "gan.npz").unlink()
     result = _analyse()
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert lines[-1] == "error: data/features/gan.npz: not found (run the `fid@gan` stage first: dvc repro fid@gan)"
+    assert lines[-1] == ("error: data/features/study0/gan.npz: not found (run the `fid@gan-0` stage first: "
+                         "dvc repro fid@gan-0)")
+    assert not (workspace / "metrics").exists() and not (workspace / "reports").exists()
+
+
+def test_study_picks_the_chain_whose_features_and_shards_it_reads(workspace, smoke_dict):
+    """`--study K` analyses study seed K's chain (data/features/study<K>, data/synthetic/study<K>); a K not in
+    study_seeds is bad input."""
+    set_key(smoke_dict, "study_seeds", [0, 3])
+    (workspace / "params.yaml").write_text(yaml.safe_dump(smoke_dict, sort_keys=False))
+    result = _analyse("--study", "3")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "error: data/features/study3/vae.npz: not found (run the `fid@vae-3` stage first: dvc repro fid@vae-3)")
+    result = _analyse("--study", "5")
+    assert result.exit_code == 2 and "--study 5: not among study_seeds [0, 3]" in result.output
     assert not (workspace / "metrics").exists() and not (workspace / "reports").exists()
 
 

@@ -38,9 +38,10 @@ def _grid(path: Path, shade: int) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """An MLflow store holding a `sample@S` run per source (grid as GRID_ARTIFACT), a `fid@S` run (FID, KID) and a
-    `train@F` run per family (loss curves as LOSS_ARTIFACT), served by `python -m synthaug ui` on a free localhost
-    port. Yields (base URL, printed link, {source: sample run id}, {family: train run id})."""
+    """An MLflow store holding a `sample_S@0` run per source (grid as GRID_ARTIFACT), a `fid@S-0` run (FID, KID) and
+    a `train_F@0` run per family (loss curves as LOSS_ARTIFACT), named as study seed 0's chain names them, served
+    by `python -m synthaug ui` on a free localhost port. Yields (base URL, printed link, {source: sample run id},
+    {family: train run id})."""
     root = tmp_path_factory.mktemp("ui-store")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(DVC_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
@@ -49,14 +50,14 @@ def server(tmp_path_factory):
         "from synthaug.core.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run\n"
         "ids, trained = {}, {}\n"
         "for f in sys.argv[2:]:\n"
-        "    with stage_run(f'train@{f}', 'digits', params={'family': f}) as run:\n"
+        "    with stage_run(f'train_{f}@0', 'digits', params={'family': f}) as run:\n"
         "        run.log_artifact_as(f'{sys.argv[1]}/{f}.png', LOSS_ARTIFACT)\n"
         "        trained[f] = run.run_id\n"
         "for i, s in enumerate(sys.argv[2:]):\n"
-        "    with stage_run(f'sample@{s}', 'digits', params={'source': s}) as run:\n"
+        "    with stage_run(f'sample_{s}@0', 'digits', params={'source': s}) as run:\n"
         "        run.log_artifact_as(f'{sys.argv[1]}/{s}.png', GRID_ARTIFACT)\n"
         "        ids[s] = run.run_id\n"
-        "    with stage_run(f'fid@{s}', 'digits', params={'source': s}) as run:\n"
+        "    with stage_run(f'fid@{s}-0', 'digits', params={'source': s}) as run:\n"
         "        run.log_metrics({'fid': 30.25 - 10 * i, 'kid': 0.5 - 0.125 * i})\n"
         "print(json.dumps([ids, trained]))\n")
     for i, s in enumerate(SOURCES):
@@ -77,7 +78,7 @@ def test_link_lands_on_the_runs_table_with_every_run(server, browser):
     base, link, ids, trained = server
     browser.get(link)
     # the runs table of the model-training view: its "Run Name" column, a row per run, the count under it
-    wait_for(browser, lambda d: all(f"sample@{s}" in page_text(d) for s in SOURCES), "runs table with every run",
+    wait_for(browser, lambda d: all(f"sample_{s}@0" in page_text(d) for s in SOURCES), "runs table with every run",
              failed_shot=SHOTS / "failed-runs-table.png")
     text = page_text(browser)
     assert "Run Name" in text and f"{3 * len(SOURCES)} matching runs" in text, text[:2000]
@@ -91,13 +92,14 @@ def test_saved_fid_view_shows_the_fid_runs_with_their_fid_column_best_first(serv
     base, link, ids, trained = server
     exp_id = link.split("/experiments/")[1].split("/")[0]
     browser.get(runs_link(base, exp_id, "synthaug-fid"))
-    wait_for(browser, lambda d: all(f"fid@{s}" in page_text(d) for s in SOURCES), "the fid runs",
+    wait_for(browser, lambda d: all(f"fid@{s}-0" in page_text(d) for s in SOURCES), "the fid runs",
              failed_shot=SHOTS / "failed-fid-view.png")
     text = page_text(browser)
     # the view's filter: the fid runs alone
-    assert f"{len(SOURCES)} matching runs" in text and "sample@" not in text and "train@" not in text, text[:2000]
+    assert f"{len(SOURCES)} matching runs" in text, text[:2000]
+    assert not any(f"sample_{s}@" in text or f"train_{s}@" in text for s in SOURCES), text[:2000]
     assert "10.25" in text and "0.25" in text  # its FID and KID columns (ddim's values)
-    rows = [next(i for i, line in enumerate(text.splitlines()) if f"fid@{s}" in line) for s in SOURCES]
+    rows = [next(i for i, line in enumerate(text.splitlines()) if f"fid@{s}-0" in line) for s in SOURCES]
     assert rows == sorted(rows, reverse=True), text[:2000]  # ordered by FID, lowest (ddim) first
     assert screenshot(browser, SHOTS / "fid-view.png").stat().st_size > 0
 

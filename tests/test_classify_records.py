@@ -30,21 +30,23 @@ def _classify(ws: Path, *which: str) -> subprocess.CompletedProcess:
 
 def _params(ws: Path, seed: int, **extra) -> None:
     d = yaml.safe_load(SMOKE.read_text())
-    for k, v in {"seed": seed, "classify.model.steps": 2, "classify.model.log_every": 1, **extra}.items():
+    for k, v in {"classify.model.steps": 2, "classify.model.log_every": 1, **extra}.items():
         set_key(d, k, v)
     (ws / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     wanted = sorted(set(d["fractions"]) | set(d["real_fractions"]) | {d["generator_fraction"]})
     labels = load_prepared(ws / "data" / "real", "train").labels
-    save_fractions(ws / "data" / "fractions.json", nested_fractions(labels, wanted, seed), {"seed": seed})
+    # as `prepare` leaves study seed 0's subsets: `seed` stands for another draw of the same sizes
+    (ws / "data" / "fractions").mkdir(exist_ok=True)
+    save_fractions(ws / "data" / "fractions" / "study0.json", nested_fractions(labels, wanted, seed), {"seed": seed})
 
 
 def test_records_are_reused_only_for_the_same_real_images(tmp_path):
     ws = prepared_template(tmp_path / "ws")
-    record = ws / "metrics" / "classify" / "real" / "f0.5_s0.json"
+    record = ws / "metrics" / "classify" / "study0" / "real" / "f0.5_s0.json"
     _params(ws, seed=0)
     first = _classify(ws)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "classify@real f0.5_s0: test accuracy" in first.stdout
+    assert "classify_real@0 f0.5_s0: test accuracy" in first.stdout
     made = record.read_bytes()
 
     again = _classify(ws)
@@ -55,7 +57,7 @@ def test_records_are_reused_only_for_the_same_real_images(tmp_path):
     _params(ws, seed=1)  # as `prepare` leaves it after `seed: 1`: same sizes, other images
     other = _classify(ws)
     assert other.returncode == 0, other.stderr[-2000:]
-    assert "classify@real f0.5_s0: test accuracy" in other.stdout
+    assert "classify_real@0 f0.5_s0: test accuracy" in other.stdout
     assert json.loads(record.read_text())["fingerprint"] != json.loads(made)["fingerprint"]
 
 
@@ -67,10 +69,10 @@ def test_the_analysed_run_keeps_weights_that_reproduce_its_record(tmp_path):
 
     ws = prepared_template(tmp_path / "ws")
     _params(ws, seed=0)
-    weights = ws / "models" / "classify" / "real.pt"
+    weights = ws / "models" / "study0" / "classify" / "real.pt"
     first = _classify(ws)
     assert first.returncode == 0, first.stderr[-2000:]
-    record = json.loads((ws / "metrics" / "classify" / "real" / "f0.5_s0.json").read_text())
+    record = json.loads((ws / "metrics" / "classify" / "study0" / "real" / "f0.5_s0.json").read_text())
     d = yaml.safe_load((ws / "params.yaml").read_text())
     runtime = make_runtime(d["device"], d["precision"])  # as the stage evaluated it
     model, about = load_classifier(weights, runtime)
@@ -83,7 +85,7 @@ def test_the_analysed_run_keeps_weights_that_reproduce_its_record(tmp_path):
     weights.unlink()
     again = _classify(ws)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "classify@real f0.5_s0: test accuracy" in again.stdout and weights.is_file()
+    assert "classify_real@0 f0.5_s0: test accuracy" in again.stdout and weights.is_file()
     assert "not reproduced exactly" not in again.stderr
 
 
@@ -97,7 +99,7 @@ def test_a_bank_trains_only_unrecorded_runs_and_matches_runs_trained_one_at_a_ti
         done = _classify(ws, "--fraction", "0.5")
         assert done.returncode == 0, done.stderr[-2000:]
         assert ("classify (bank of 2)" in done.stderr) == (size == 2)
-        folder = ws / "metrics" / "classify" / "real"
+        folder = ws / "metrics" / "classify" / "study0" / "real"
         records[size] = {s: json.loads((folder / f"f0.5_s{s}.json").read_text()) for s in (0, 1)}
     for s in (0, 1):
         banked, alone = records[2][s], records[1][s]
@@ -107,10 +109,10 @@ def test_a_bank_trains_only_unrecorded_runs_and_matches_runs_trained_one_at_a_ti
     assert records[2][0]["test_accuracy"] != records[2][1]["test_accuracy"]  # two seeds, two runs
 
     ws = tmp_path / "bank2"
-    (ws / "metrics" / "classify" / "real" / "f0.5_s1.json").unlink()
+    (ws / "metrics" / "classify" / "study0" / "real" / "f0.5_s1.json").unlink()
     again = _classify(ws, "--fraction", "0.5")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "f0.5_s0: already recorded with these inputs; skipped" in again.stderr
-    assert "classify@real f0.5_s1: test accuracy" in again.stdout and "f0.5_s0: test" not in again.stdout
-    redone = json.loads((ws / "metrics" / "classify" / "real" / "f0.5_s1.json").read_text())
+    assert "classify_real@0 f0.5_s1: test accuracy" in again.stdout and "f0.5_s0: test" not in again.stdout
+    redone = json.loads((ws / "metrics" / "classify" / "study0" / "real" / "f0.5_s1.json").read_text())
     assert redone["test_accuracy"] == pytest.approx(records[2][1]["test_accuracy"], abs=2e-4)

@@ -1,10 +1,12 @@
 """A stage's outputs change together even under kill -9: `sample` and `fid` killed at every rename of their commit.
 
-Each case copies a workspace whose outputs were made with `seed: 0`, sets `seed: 1` (other samples, another FID
-subset) and runs the stage (forked from one process, tests/forkrun.py) with os.rename / os.replace patched to
-SIGKILL the process at the k-th rename after the commit began (the commit record's own write included). The next stage to start completes a half-done commit
-(`load_stage` calls `storage.recover_commits` first; here it is called alone): then every output must be the old
-one or every output the new one. A full run after that leaves no temporary path and no commit record behind.
+Each case copies a workspace whose outputs (study seed 0's chain) were made with the smoke profile, changes
+`sample.per_class` and `fid.num_images` (other samples, another FID subset; `seed` no longer would: inside a chain
+stage the seed is the chain's study seed) and runs the stage (forked from one process, tests/forkrun.py) with
+os.rename / os.replace patched to SIGKILL the process at the k-th rename after the commit began (the commit
+record's own write included). The next stage to start completes a half-done commit (`load_stage` calls
+`storage.recover_commits` first; here it is called alone): then every output must be the old one or every output
+the new one. A full run after that leaves no temporary path and no commit record behind.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ KILL_AT_RENAME = textwrap.dedent("""
             return _real(src, dst, *args, **kwargs)
         setattr(os, name, patched)
 """)
-OUTPUTS = {"sample": ["data/synthetic/vae", "reports/grids/vae.png", "metrics/sample/vae.json"],
-           "fid": ["data/features/vae.npz", "metrics/fid/vae.json"]}
+OUTPUTS = {"sample": ["data/synthetic/study0/vae", "reports/grids/study0/vae.png", "metrics/sample/study0/vae.json"],
+           "fid": ["data/features/study0/vae.npz", "metrics/fid/study0/vae.json"]}
 # One more than the stage's commit makes (sample: its shard folder's own commit, the record, 2 per output; fid: the
 # record, 2 per output): the last case finishes.
 KILLS = {"sample": 10, "fid": 6}
@@ -76,9 +78,12 @@ def _run_all(cases: dict[str, tuple[Path, list[str], str]], logs: Path) -> dict[
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _seed(ws: Path, seed: int) -> None:
+def _other_inputs(ws: Path) -> None:
+    """Params that change every output of both stages: one more sample per class (other shards, grid rows and
+    metrics) and one image fewer for FID (another subset: other features and FID)."""
     d = yaml.safe_load((ws / "params.yaml").read_text())
-    d["seed"] = seed
+    d["sample"]["per_class"] += 1
+    d["fid"]["num_images"] -= 1
     (ws / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
 
 
@@ -103,7 +108,7 @@ def _litter(ws: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def before(tmp_path_factory) -> Path:
-    """sample@vae and fid@vae run with seed 0: the old outputs."""
+    """sample_vae@0 and fid@vae-0 run with the smoke profile: the old outputs."""
     root = tmp_path_factory.mktemp("kills")
     ws = prepared_template(root / "old")
     (ws / "params.yaml").write_text(SMOKE.read_text())
@@ -119,11 +124,11 @@ def test_a_kill_at_any_rename_of_the_commit_leaves_all_old_or_all_new_outputs(be
     cases = {}
     for name in ["new", *(f"k{k}" for k in range(1, KILLS[stage] + 1))]:
         ws = shutil.copytree(before, tmp_path / name)
-        _seed(ws, 1)
+        _other_inputs(ws)
         cases[name] = (ws, [stage, "vae"], "" if name == "new" else KILL_AT_RENAME.format(k=name[1:]))
     codes = _run_all(cases, tmp_path / "logs")
     old, new = _state(before, stage), _state(tmp_path / "new", stage)
-    assert codes["new"] == 0 and all(a != b for a, b in zip(old, new)), "seed 1 must change every output"
+    assert codes["new"] == 0 and all(a != b for a, b in zip(old, new)), "the changed params must change every output"
 
     outcomes, killed = [], []
     for k in range(1, KILLS[stage] + 1):

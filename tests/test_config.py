@@ -29,6 +29,8 @@ def test_shipped_params_and_smoke_profile_load():
 def test_gpu_profiles_are_complete_and_valid(profile):
     p = load_params(REPO / "configs" / f"{profile}.yaml")
     assert p.dataset.name == profile and p.device == "cuda"
+    # the answer issue's design: whole chains as replicates, classifier seeds inside each
+    assert len(p.study_seeds) >= 3 and len(p.classify.seeds) >= 10
     assert p.fid.dims == 2048 and p.fid.num_images > 2048
     # Complete files: every top-level section of the laptop default is spelled out, none left to defaults.
     import yaml
@@ -79,6 +81,9 @@ def _error(path) -> str:
     ({"device": "gpu"}, ["device", "'gpu'"]),
     ({"dataset.name": "mnist"}, ["dataset.name", "'mnist'"]),
     ({"classify.seeds": [1, 1]}, ["classify.seeds", "distinct"]),
+    ({"study_seeds": [0, 0]}, ["study_seeds", "distinct"]),
+    ({"study_seeds": []}, ["study_seeds: give at least one study seed"]),
+    ({"study_seeds": [-1]}, ["study_seeds[0]: must be >= 0"]),
     ({"classify.seeds": []}, ["classify.seeds"]),
     ({"classify.model.augment": "mixup"}, ["classify.model.augment", "'mixup'"]),
     ({"real_fractions": [0.1, 0.1]}, ["real_fractions", "distinct"]),

@@ -368,7 +368,7 @@ def test_fractions_save_load(tmp_path):
 
 
 def test_generator_subset_is_the_listed_fraction_whatever_else_is_listed():
-    """The generators' subset equals data/fractions.json's entry for generator_fraction, however many other
+    """The generators' subset equals data/fractions/study<K>.json's entry for generator_fraction, however many other
     fractions are prepared beside it, and lies inside every larger fraction (so mixed arms contain it)."""
     for others in ([0.1, 1.0], [0.05, 0.25, 0.5, 1.0], [0.25]):
         d = nested_fractions(LABELS, [*others, 0.25], seed=5)

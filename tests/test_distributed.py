@@ -97,28 +97,28 @@ def test_processes_2_runs_a_generator_and_classify_under_torchrun(tmp_path, smok
                         root)
         for proc in (train, classify):  # each rank logs its runtime once
             assert proc.stderr.count("'processes': '2'") == (2 if n == 2 else 0), proc.stderr[-2000:]
-    one, two = (json.loads((roots[n] / "metrics/train/vae.json").read_text()) for n in (1, 2))
+    one, two = (json.loads((roots[n] / "metrics/train/study0/vae.json").read_text()) for n in (1, 2))
     assert one.keys() == two.keys()
     for key in ("steps", "train_images", "generator_fraction"):
         assert two[key] == one[key], key  # the same number of images and of optimiser steps...
-    seen = [_logged_param(roots[n], "train@vae", "train_indices_sha256") for n in (1, 2)]
+    seen = [_logged_param(roots[n], "train_vae@0", "train_indices_sha256") for n in (1, 2)]
     assert seen[0] is not None and seen[1] == seen[0]  # ...and the very same images
     assert all(np.isfinite(v) for v in two.values() if isinstance(v, float))
-    curves = [json.loads((roots[n] / "plots/train/vae.json").read_text()) for n in (1, 2)]
+    curves = [json.loads((roots[n] / "plots/train/study0/vae.json").read_text()) for n in (1, 2)]
     assert [h["step"] for h in curves[1]] == [h["step"] for h in curves[0]]
-    state = load_checkpoint(roots[2] / "models/vae/checkpoint.pt")
+    state = load_checkpoint(roots[2] / "models/study0/vae/checkpoint.pt")
     assert (state["processes"], len(state["rank_rng"]), state["step"]) == (2, 2, one["steps"])
-    assert "processes" not in load_checkpoint(roots[1] / "models/vae/checkpoint.pt")
-    records = [json.loads((roots[n] / "metrics/classify/real/f0.5_s0.json").read_text()) for n in (1, 2)]
+    assert "processes" not in load_checkpoint(roots[1] / "models/study0/vae/checkpoint.pt")
+    records = [json.loads((roots[n] / "metrics/classify/study0/real/f0.5_s0.json").read_text()) for n in (1, 2)]
     assert records[1].keys() == records[0].keys()
     assert records[1]["real_images"] == records[0]["real_images"]
     assert 0.0 <= records[1]["test_accuracy"] <= 1.0
     runs = _mlflow_runs(roots[2])  # one run per stage item, not one per rank
     assert runs == _mlflow_runs(roots[1]) == sorted([
-        ("prepare", "FINISHED"), ("train@vae", "FINISHED"), ("classify@real", "FINISHED"),
-        ("classify@real_f0.5_s0", "FINISHED")])
-    assert _logged_param(roots[2], "train@vae", "processes") == "2"
-    assert _logged_param(roots[1], "train@vae", "processes") is None
+        ("prepare", "FINISHED"), ("train_vae@0", "FINISHED"), ("classify_real@0", "FINISHED"),
+        ("classify_real@0 f0.5_s0", "FINISHED")])
+    assert _logged_param(roots[2], "train_vae@0", "processes") == "2"
+    assert _logged_param(roots[1], "train_vae@0", "processes") is None
 
 
 def test_one_process_is_untouched():

@@ -2,8 +2,9 @@
 the stage cannot run (here its "Parameters 'beta' are missing" error), cached ones and the git-tracked `cache:
 false` metrics and plots alike; `dvc checkout` and `git checkout -- metrics plots` bring all of them back.
 
-A tiny DVC project with this project's kinds of outputs (a cached folder, a cached file, `cache: false` metrics
-and plots), so that the check costs seconds, not a pipeline run.
+A tiny DVC project with this project's kinds of stages and outputs (a `matrix` stage over `study_seeds` whose item
+`train@0` writes study seed 0's chain: a cached folder, a cached file, `cache: false` metrics and plots under
+study0), so that the check costs seconds, not a pipeline run.
 """
 
 from __future__ import annotations
@@ -20,23 +21,32 @@ import pytest
 DVC_YAML = """\
 stages:
   train:
-    cmd: python stage.py
+    matrix:
+      study: ${study_seeds}
+    cmd: python stage.py ${item.study}
     params: [beta]
-    outs: [data/real, models/model.bin]
-    metrics: [{metrics/train.json: {cache: false}}]
-    plots: [{plots/train.json: {cache: false}}]
+    outs:
+      - data/synthetic/study${item.study}
+      - models/study${item.study}/model.bin
+    metrics:
+      - metrics/train/study${item.study}.json:
+          cache: false
+    plots:
+      - plots/train/study${item.study}.json:
+          cache: false
 """
 STAGE = """\
-import json, os, yaml
-beta = yaml.safe_load(open("params.yaml"))["beta"]
-os.makedirs("data/real", exist_ok=True); os.makedirs("models", exist_ok=True)
-os.makedirs("metrics", exist_ok=True); os.makedirs("plots", exist_ok=True)
-open("data/real/train.npz", "w").write(f"images {beta}")
-open("models/model.bin", "w").write(f"weights {beta}")
-json.dump({"loss": beta}, open("metrics/train.json", "w"))
-json.dump([{"step": 1, "loss": beta}], open("plots/train.json", "w"))
+import json, os, sys, yaml
+beta, k = yaml.safe_load(open("params.yaml"))["beta"], sys.argv[1]
+for d in (f"data/synthetic/study{k}", f"models/study{k}", "metrics/train", "plots/train"):
+    os.makedirs(d, exist_ok=True)
+open(f"data/synthetic/study{k}/shard-00000.npz", "w").write(f"images {beta}")
+open(f"models/study{k}/model.bin", "w").write(f"weights {beta}")
+json.dump({"loss": beta}, open(f"metrics/train/study{k}.json", "w"))
+json.dump([{"step": 1, "loss": beta}], open(f"plots/train/study{k}.json", "w"))
 """
-OUTPUTS = ("data/real/train.npz", "models/model.bin", "metrics/train.json", "plots/train.json")
+OUTPUTS = ("data/synthetic/study0/shard-00000.npz", "models/study0/model.bin", "metrics/train/study0.json",
+           "plots/train/study0.json")
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -58,17 +68,17 @@ def test_dvc_checkout_and_git_checkout_restore_what_a_failed_repro_removed(tmp_p
 
     (tmp_path / "dvc.yaml").write_text(DVC_YAML)
     (tmp_path / "stage.py").write_text(STAGE)
-    (tmp_path / "params.yaml").write_text("beta: 1.0\n")
+    (tmp_path / "params.yaml").write_text("study_seeds: [0]\nbeta: 1.0\n")
     run("git", "init", "-q")
     run(dvc, "init", "-q")
-    run(dvc, "repro", "train")
+    run(dvc, "repro", "train@0")
     run("git", "add", "-A")
     run("git", "commit", "-qm", "results")
     before = _files(tmp_path)
     assert len(before) == len(OUTPUTS)
 
-    (tmp_path / "params.yaml").write_text("alpha: 1.0\n")  # a params file without the stage's `beta`
-    failed = run(dvc, "repro", "train", ok=False)
+    (tmp_path / "params.yaml").write_text("study_seeds: [0]\nalpha: 1.0\n")  # without the stage's `beta`
+    failed = run(dvc, "repro", "train@0", ok=False)
     assert "beta" in failed.stderr + failed.stdout
     assert _files(tmp_path) == {}, "DVC no longer removes the outputs of a stage it cannot run: update README"
 

@@ -214,7 +214,7 @@ def train_runs(tmp_path_factory, template, store_template):
     out = {}
     a = _start_train(*runs["a"])
     k = _start_train(*runs["k"])
-    ckpt = runs["k"][0] / "models" / "vae" / "checkpoint.pt"
+    ckpt = runs["k"][0] / "models" / "study0" / "vae" / "checkpoint.pt"
     deadline = time.monotonic() + 300
     while not ckpt.exists() and k.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -240,9 +240,10 @@ def test_kill_9_during_training_then_rerun_resumes_and_matches_uninterrupted_run
     total = 6 * (SMOKE_GENERATOR_IMAGES // 64)
     assert 0 < killed_at < total and not had_metrics  # killed mid-run, after a checkpoint, before any metrics
     assert f"resuming train vae from step {killed_at} of {total}" in out["k"][1]
-    for rel in ("metrics/train/vae.json", "plots/train/vae.json"):  # final metrics; the whole loss history
+    # final metrics; the whole loss history
+    for rel in ("metrics/train/study0/vae.json", "plots/train/study0/vae.json"):
         assert (ws["k"] / rel).read_bytes() == (ws["a"] / rel).read_bytes(), rel
-    assert json.loads((ws["k"] / "metrics/train/vae.json").read_text())["steps"] == total
+    assert json.loads((ws["k"] / "metrics/train/study0/vae.json").read_text())["steps"] == total
     assert not list(ws["k"].rglob("*.tmp")) and not list(ws["k"].rglob(".*.old"))  # no debris of the kill
 
 
@@ -250,9 +251,9 @@ def test_kill_9_during_training_then_rerun_resumes_and_matches_uninterrupted_run
 def test_same_params_and_seed_give_byte_identical_metrics(train_runs):
     ws, _ = train_runs
     a, b = ws["a"], ws["b"]
-    for rel in ("metrics/train/vae.json", "plots/train/vae.json"):
+    for rel in ("metrics/train/study0/vae.json", "plots/train/study0/vae.json"):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
-    m = json.loads((a / "metrics/train/vae.json").read_text())
+    m = json.loads((a / "metrics/train/study0/vae.json").read_text())
     assert np.isfinite(m["final_loss"]) and m["steps"] == 6 * (SMOKE_GENERATOR_IMAGES // 64)
 
 
@@ -268,7 +269,7 @@ def test_no_secret_reaches_mlflow_or_the_console(train_runs):
         db = ws[name].parent / "mlflow.db"
         client = MlflowClient(tracking_uri=f"sqlite:///{db}")
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        assert [r.info.run_name for r in runs] == ["train@vae"] and runs[0].data.params  # params were logged
+        assert [r.info.run_name for r in runs] == ["train_vae@0"] and runs[0].data.params  # params were logged
         for r in runs:
             assert SECRET not in json.dumps([r.data.params, r.data.tags])
         assert SECRET.encode() not in db.read_bytes()

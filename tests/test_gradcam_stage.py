@@ -1,5 +1,6 @@
 """The `gradcam` stage on a tiny workspace: real digits and classifier weights as the classify stages keep them
-(`models/classify/<arm>.pt`); `real+vae` carries the very weights of `real`, `synth:vae` and `real+all` others."""
+(`models/study0/classify/<arm>.pt`, study seed 0's chain); `real+vae` carries the very weights of `real`,
+`synth:vae` and `real+all` others."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from conftest import enter_workspace, set_key
@@ -29,7 +31,7 @@ def workspace(tmp_path, smoke_dict, monkeypatch):
     from synthaug.data.real import load_dataset, write_prepared
 
     write_prepared(load_dataset("digits", None, 32), tmp_path / "data" / "real")
-    models = tmp_path / "models" / "classify"
+    models = tmp_path / "models" / "study0" / "classify"
     for arm, slug, seed in (("real", "real", 0), ("real+vae", "real+vae", 0), ("synth:vae", "synth-vae", 1),
                             ("real+all", "real+all", 2)):
         _weights(models / f"{slug}.pt", arm, seed)
@@ -37,10 +39,10 @@ def workspace(tmp_path, smoke_dict, monkeypatch):
     return enter_workspace(tmp_path, smoke_dict, monkeypatch)
 
 
-def _gradcam():
+def _gradcam(*args: str):
     from synthaug.cli import app
 
-    return CliRunner().invoke(app, ["gradcam", "--params", "params.yaml"])
+    return CliRunner().invoke(app, ["gradcam", *args, "--params", "params.yaml"])
 
 
 def test_gradcam_compares_every_arm_with_real_on_the_same_images(workspace, smoke_dict):
@@ -62,7 +64,21 @@ def test_gradcam_compares_every_arm_with_real_on_the_same_images(workspace, smok
 
 
 def test_a_missing_classifier_names_the_stage_that_makes_it(workspace):
-    (workspace / "models" / "classify" / "synth-vae.pt").unlink()
+    (workspace / "models" / "study0" / "classify" / "synth-vae.pt").unlink()
     result = _gradcam()
     assert result.exit_code == 2
-    assert "models/classify/synth-vae.pt: not found" in result.output and "dvc repro classify_synth@vae" in result.output
+    assert "models/study0/classify/synth-vae.pt: not found" in result.output
+    assert "run the `classify_synth@vae-0` stage first: dvc repro classify_synth@vae-0" in result.output
+
+
+def test_study_picks_the_chain_whose_classifiers_it_reads(workspace, smoke_dict):
+    """`--study K` reads study seed K's kept weights (models/study<K>/classify); a K not in study_seeds is bad input."""
+    set_key(smoke_dict, "study_seeds", [0, 3])
+    (workspace / "params.yaml").write_text(yaml.safe_dump(smoke_dict, sort_keys=False))
+    result = _gradcam("--study", "3")
+    assert result.exit_code == 2
+    assert ("models/study3/classify/real.pt: not found (run the `classify_real@3` stage first: "
+            "dvc repro classify_real@3)") in result.output
+    result = _gradcam("--study", "5")
+    assert result.exit_code == 2 and "--study 5: not among study_seeds [0, 3]" in result.output
+    assert not (workspace / "metrics").exists() and not (workspace / "reports").exists()

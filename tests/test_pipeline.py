@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("vae", "gan", "lsgan", "wgan_gp", "diffusion")
@@ -72,21 +73,21 @@ def repro(project) -> tuple[Path, dict, str]:
 
 def test_repro_writes_metrics_and_report(repro):
     dest, _, out = repro
-    for stage in ("prepare", "fid_ref", "invert", "report", "analyse", "gradcam", *(f"train@{f}" for f in FAMILIES),
-                  *(f"{s}@{src}" for s in ("sample", "fid") for src in SOURCES)):
+    for stage in ("prepare", "fid_ref", "invert@0", "report", "analyse", "gradcam", *(f"train_{f}@0" for f in FAMILIES),
+                  *(f"sample_{src}@0" for src in SOURCES), *(f"fid@{src}-0" for src in SOURCES)):
         assert f"Running stage '{stage}'" in out
     for src in SOURCES:
-        fid = json.loads((dest / f"metrics/fid/{src}.json").read_text())
+        fid = json.loads((dest / f"metrics/fid/study0/{src}.json").read_text())
         assert math.isfinite(fid["fid"]) and fid["fid"] > 0 and fid["dims"] == 64, src
-        quality = json.loads((dest / f"metrics/sample/{src}.json").read_text())
+        quality = json.loads((dest / f"metrics/sample/study0/{src}.json").read_text())
         assert quality["count"] == 300 and quality["real_diversity"] > 0 and quality["diversity"] > 0, src
         assert 0.0 <= quality["saturated_share"] <= 1.0 and 0.0 <= quality["real_saturated_share"] <= 1.0, src
-    records = [json.loads(p.read_text()) for p in (dest / "metrics/classify").glob("*/*.json")]
+    records = [json.loads(p.read_text()) for p in (dest / "metrics/classify/study0").glob("*/*.json")]
     assert {r["arm"] for r in records} == {"real", "real+all", *(f"real+{s}" for s in SOURCES),
                                            *(f"synth:{s}" for s in SOURCES)}
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in records)
     # each arm got the real subset and the synthetic images it should
-    subsets = json.loads((dest / "data/fractions.json").read_text())["fractions"]
+    subsets = json.loads((dest / "data/fractions/study0.json").read_text())["fractions"]
     for r in records:
         want_real = 0 if r["fraction"] is None else len(subsets[repr(float(r["fraction"]))])
         want_synth = {"real": 0, "real+all": 300 * len(SOURCES)}.get(r["arm"], 300)
@@ -103,9 +104,9 @@ def test_repro_writes_metrics_and_report(repro):
     assert md.splitlines()[2] == "## The answer" and "generators saw 721 real images (0.5)" in md
     for png in ("accuracy_vs_real_images", "gain_per_source", "quality_vs_gain"):
         assert (dest / f"reports/{png}.png").stat().st_size > 1000, png
-    fidelity = json.loads((dest / "metrics/fidelity.json").read_text())
+    fidelity = json.loads((dest / "metrics/fidelity/study0.json").read_text())
     assert all(0.0 <= fidelity[s] <= 1.0 for s in (*SOURCES, "real_test"))
-    manifest = json.loads((dest / "data/synthetic/vae/manifest.json").read_text())
+    manifest = json.loads((dest / "data/synthetic/study0/vae/manifest.json").read_text())
     assert manifest["per_class"] == [30] * 10
     analysis = json.loads((dest / "metrics/analysis.json").read_text())
     for src in SOURCES:  # smoke: 20 images a class <= dims 64, so no per-class FID (README "Analyses beside FID")
@@ -115,7 +116,7 @@ def test_repro_writes_metrics_and_report(repro):
     # every arm kept its classifier at the first fraction, first seed, and gradcam compared it with real's
     gradcam = json.loads((dest / "metrics/gradcam.json").read_text())
     for slug in ("real", "real+all", *(f"{kind}{s}" for kind in ("real+", "synth-") for s in SOURCES)):
-        assert (dest / f"models/classify/{slug}.pt").is_file(), slug
+        assert (dest / f"models/study0/classify/{slug}.pt").is_file(), slug
         assert 0.0 <= gradcam[f"foreground_share.{slug}"] <= 1.0 and -1.0 <= gradcam[f"agreement_with_real.{slug}"] <= 1.0
     assert gradcam["agreement_with_real.real"] == 1.0
     assert all((dest / f"reports/gradcam/{s}.png").stat().st_size > 1000 for s in SOURCES)
@@ -127,7 +128,7 @@ def test_generators_see_exactly_the_generator_fraction_subset(repro):
     from mlflow.tracking import MlflowClient
 
     dest, _, _ = repro
-    subsets = json.loads((dest / "data/fractions.json").read_text())["fractions"]
+    subsets = json.loads((dest / "data/fractions/study0.json").read_text())["fractions"]
     subset = np.asarray(subsets["0.5"], dtype=np.int64)
     assert set(subset) <= set(subsets["1.0"]) and len(subset) < len(subsets["1.0"])
     digest = hashlib.sha256(np.sort(subset).tobytes()).hexdigest()[:16]
@@ -135,10 +136,10 @@ def test_generators_see_exactly_the_generator_fraction_subset(repro):
     exp = client.get_experiment_by_name("synthaug-digits")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=1000)}
     for family in FAMILIES:
-        logged = runs[f"train@{family}"].data.params
+        logged = runs[f"train_{family}@0"].data.params
         assert logged["train_indices_sha256"] == digest and logged["train_images"] == str(len(subset)), family
-        assert json.loads((dest / f"metrics/train/{family}.json").read_text())["train_images"] == len(subset)
-    inverted = runs["invert"].data.params  # groups drawn from the subset: a subset of it
+        assert json.loads((dest / f"metrics/train/study0/{family}.json").read_text())["train_images"] == len(subset)
+    inverted = runs["invert@0"].data.params  # groups drawn from the subset: a subset of it
     assert inverted["generator_fraction"] == "0.5" and int(inverted["train_images"]) <= len(subset)
 
 
@@ -153,32 +154,32 @@ def test_mlflow_has_a_run_per_stage_item(repro):
     by_name = {r.info.run_name: r for r in runs}
     assert stages_run(out) <= {r.data.tags["dvc.stage"] for r in runs}
     assert all(r.info.status == "FINISHED" for r in runs)
-    train = by_name["train@vae"]
+    train = by_name["train_vae@0"]
     assert train.data.params["vae.latent_dim"] == "8" and "loss" in train.data.metrics
     assert train.data.tags["mlflow.source.git.commit"]
     for source in SOURCES:  # one root-level name in every sample run: MLflow's compare view pairs the grids
-        assert "grid.png" in {a.path for a in client.list_artifacts(by_name[f"sample@{source}"].info.run_id)}, source
-    assert by_name["fid@vae"].data.metrics["fid"] > 0
-    parent = by_name["classify@real"]
+        assert "grid.png" in {a.path for a in client.list_artifacts(by_name[f"sample_{source}@0"].info.run_id)}, source
+    assert by_name["fid@vae-0"].data.metrics["fid"] > 0
+    parent = by_name["classify_real@0"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {r.info.run_name for r in children} == {f"classify@real_f{f}_s{s}" for f in (0.25, 0.5, 1.0)
+    assert {r.info.run_name for r in children} == {f"classify_real@0 f{f}_s{s}" for f in (0.25, 0.5, 1.0)
                                                     for s in (0, 1)}
     assert all("test_accuracy" in r.data.metrics for r in children)
     assert "gain.real_plus_vae.f0.5" in by_name["report"].data.metrics  # MLflow spells + as _plus_
     for sampler in ("ddpm", "ddim", "dinv"):
-        assert by_name[f"sample@{sampler}"].data.metrics["seconds_per_image"] > 0
-    invert = by_name["invert"]
+        assert by_name[f"sample_{sampler}@0"].data.metrics["seconds_per_image"] > 0
+    invert = by_name["invert@0"]
     # with the "follows its group" figure (issue 13), in MLflow and in metrics/invert.json
     follows = {"follows_margin", "follows_margin_ci95", "follows_share"}
     assert {"loss", "loss_learned", "loss_class_embedding"} | follows <= set(invert.data.metrics)
-    assert follows <= set(json.loads((dest / "metrics" / "invert.json").read_text()))
+    assert follows <= set(json.loads((dest / "metrics" / "invert" / "study0.json").read_text()))
     assert "loss_curves.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
     assert "grid.png" in {a.path for a in client.list_artifacts(invert.info.run_id)}
-    assert by_name["sample@dinv"].data.params["sampler.sampler"] == "ddim"
-    assert "wasserstein" in " ".join(by_name["train@wgan_gp"].data.metrics)
+    assert by_name["sample_dinv@0"].data.params["sampler.sampler"] == "ddim"
+    assert "wasserstein" in " ".join(by_name["train_wgan_gp@0"].data.metrics)
     assert {"gradcam.png", "gradcam"} <= {a.path for a in client.list_artifacts(by_name["gradcam"].info.run_id)}
     for family in FAMILIES:  # one name: the compare view pairs the curves
-        logged = {a.path for a in client.list_artifacts(by_name[f"train@{family}"].info.run_id)}
+        logged = {a.path for a in client.list_artifacts(by_name[f"train_{family}@0"].info.run_id)}
         assert "loss_curves.png" in logged and (family not in GANS or "interpolation.png" in logged), logged
 
 
@@ -191,7 +192,7 @@ def _digests(root: Path, paths: list[str]) -> dict[str, str]:
 def test_dvc_remote_round_trip_restores_every_output(repro, tmp_path):
     """Push data, checkpoints and shards to a folder remote, lose the cache and the outputs, pull them back."""
     dest, env, _ = repro
-    outputs = ["data/real", "data/fractions.json", "data/fid_ref.npz", "data/synthetic", "models", "reports"]
+    outputs = ["data/real", "data/fractions", "data/fid_ref.npz", "data/synthetic", "models", "reports"]
     before = _digests(dest, outputs)
     assert any(k.startswith("models/") for k in before) and any(k.startswith("data/synthetic/") for k in before)
     run(["dvc", "remote", "add", "--local", "-d", "shared", str(tmp_path / "remote")], dest, env)
@@ -209,8 +210,8 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     dest, env, _ = repro
     out = run(["dvc", "exp", "run", "-S", "beta=0.8"], dest, env)
     ran = stages_run(out)
-    expected = {"train@vae", "sample@vae", "fid@vae", "classify_mixed@vae", "classify_synth@vae", "classify_all",
-                "fidelity", "analyse", "gradcam", "report"}
+    expected = {"train_vae@0", "sample_vae@0", "fid@vae-0", "classify_mixed@vae-0", "classify_synth@vae-0",
+                "classify_all@0", "fidelity@0", "analyse", "gradcam", "report"}
     assert ran == expected, ran
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env))
@@ -220,8 +221,8 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
              .get("beta") == 0.8]
     assert found, shown
     metrics = found[0]["data"]["metrics"]
-    assert "fid" in metrics["metrics/fid/vae.json"]["data"]
-    assert "s0" in metrics["metrics/classify/real+vae.json"]["data"]["f0.5"]
+    assert "fid" in metrics["metrics/fid/study0/vae.json"]["data"]
+    assert "s0" in metrics["metrics/classify/study0/real+vae.json"]["data"]["f0.5"]
     assert {"headline.fid.vae", "headline.gain.real+vae.f0.5"} <= set(metrics["metrics/headline.json"]["data"])
     # README's one-screen comparison: the headline columns, not the hundreds of per-stage ones
     table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|headline"], dest, env)
@@ -236,13 +237,14 @@ def test_beta_sweep_reruns_only_the_vae_chain(repro):
     groups = [r for r in runs if r.data.tags.get("synthaug.dvc_exp")]
     assert len(groups) == 1 and groups[0].info.run_name.startswith("dvc exp "), [g.info.run_name for g in groups]
     nested = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == groups[0].info.run_id}
-    assert {"train@vae", "sample@vae", "fid@vae", "fidelity", "analyse", "report"} <= nested, nested
-    assert sum(n.startswith("classify@") for n in nested) == 3, nested  # real+vae, synth:vae, real+all
+    assert {"train_vae@0", "sample_vae@0", "fid@vae-0", "fidelity@0", "analyse", "report"} <= nested, nested
+    assert sum(n.startswith("classify_") and " " not in n for n in nested) == 3, nested  # real+vae, synth:vae, all
     assert {"fid.vae", "gain.real_plus_vae.f0.5"} <= set(groups[0].data.metrics)
 
 
 def test_the_report_refuses_an_answer_from_a_mixed_state(repro):
-    """sample@vae's shards replaced by hand after its classifiers ran (another `seed`, without DVC): the report
+    """sample_vae@0's shards replaced by hand after its classifiers ran (another sample.batch_size, so other noise;
+    without DVC): the report
     writes no answer lines, names the stale stage items and the command that refreshes them; with the shards
     back, the answer returns and the header says every input is current."""
     dest, env, _ = repro
@@ -251,23 +253,25 @@ def test_the_report_refuses_an_answer_from_a_mixed_state(repro):
     headline = json.loads((dest / "metrics" / "headline.json").read_text())
     assert headline["headline.inputs_current"] == 1
     assert re.fullmatch(r"[0-9a-f]{12}\+?", headline["headline.report_commit"])  # the clone's commit ("+": edited)
-    params, shards = dest / "params.yaml", dest / "data" / "synthetic" / "vae"
+    params, shards = dest / "params.yaml", dest / "data" / "synthetic" / "study0" / "vae"
     kept_params = params.read_text()
     backup = dest.parent / "vae-shards"
     shutil.copytree(shards, backup)
     try:
-        params.write_text(re.sub(r"(?m)^seed: .*$", "seed: 1", kept_params))
+        other = yaml.safe_load(kept_params)
+        other["sample"]["batch_size"] += 1  # batch i draws from its own seeded noise: other batches, other images
+        params.write_text(yaml.safe_dump(other, sort_keys=False))
         run([sys.executable, "-m", "synthaug", "sample", "vae"], dest, env)
         params.write_text(kept_params)
         run([sys.executable, "-m", "synthaug", "report"], dest, env)
         text = summary.read_text()
         assert "No answer: these records come from mixed upstream states" in text
         assert "Helps significantly" not in text and "No source helps" not in text
-        for item in ("classify_mixed@vae", "classify_synth@vae", "classify_all", "fid@vae", "fidelity", "analyse",
-                     "gradcam"):
+        for item in ("classify_mixed@vae-0", "classify_synth@vae-0", "classify_all@0", "fid@vae-0", "fidelity@0",
+                     "analyse", "gradcam"):
             assert f"- `{item}`: " in text, item
-        assert "- `classify_mixed@gan`" not in text and "- `classify_real`" not in text
-        assert "dvc repro --force --single-item analyse classify_all classify_mixed@vae" in text
+        assert "- `classify_mixed@gan-0`" not in text and "- `classify_real@0`" not in text
+        assert "dvc repro --force --single-item analyse classify_all@0 classify_mixed@vae-0" in text
         headline = json.loads((dest / "metrics" / "headline.json").read_text())
         assert headline.pop("headline.report_commit") and headline == {"headline.inputs_current": 0}
     finally:
@@ -276,3 +280,28 @@ def test_the_report_refuses_an_answer_from_a_mixed_state(repro):
         shutil.copytree(backup, shards)
     run([sys.executable, "-m", "synthaug", "report"], dest, env)
     assert "every record descends from the current upstream outputs" in summary.read_text()
+
+
+def test_a_second_study_seed_adds_its_own_chain_and_the_intervals_cover_it(repro):
+    """`study_seeds: [0, 1]` (the GPU profiles' design, at smoke size): exactly study seed 1's chain runs (its own
+    nested subsets, generators, inversion, samples and classifiers), with prepare and the report; nothing of study
+    seed 0 re-runs. The report's intervals are then over the two chains, and it says so."""
+    dest, env, _ = repro
+    out = run(["dvc", "exp", "run", "-S", "study_seeds=[0,1]"], dest, env)
+    chain1 = {*(f"train_{f}@1" for f in FAMILIES), "invert@1", *(f"sample_{s}@1" for s in SOURCES),
+              *(f"fid@{s}-1" for s in SOURCES), "classify_real@1", *(f"classify_mixed@{s}-1" for s in SOURCES),
+              *(f"classify_synth@{s}-1" for s in SOURCES), "classify_all@1", "fidelity@1"}
+    ran = stages_run(out)
+    assert ran == chain1 | {"prepare", "report"}, ran ^ (chain1 | {"prepare", "report"})
+    subsets = [json.loads((dest / f"data/fractions/study{k}.json").read_text())["fractions"] for k in (0, 1)]
+    assert {k: len(v) for k, v in subsets[0].items()} == {k: len(v) for k, v in subsets[1].items()}
+    assert subsets[0]["0.5"] != subsets[1]["0.5"] and set(subsets[1]["0.5"]) <= set(subsets[1]["1.0"])
+    trained = [json.loads((dest / f"metrics/train/study{k}/vae.json").read_text()) for k in (0, 1)]
+    assert trained[0]["train_images"] == trained[1]["train_images"] == len(subsets[1]["0.5"])
+    records = [json.loads(p.read_text()) for p in (dest / "metrics/classify/study1").glob("*/*.json")]
+    assert records and all(r["study_seed"] == 1 for r in records)
+    summary = json.loads((dest / "reports/summary.json").read_text())
+    assert summary["context"]["study_seeds"] == [0, 1]
+    assert all(c["seeds"] == [0, 1] for c in summary["cells"])  # the replicates are the chains
+    md = (dest / "reports/summary.md").read_text()
+    assert "The intervals are over 2 study seeds" in md and "every record descends from the current" in md

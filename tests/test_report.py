@@ -39,7 +39,7 @@ def _record(arm, fraction, seed, acc, real_images, synthetic_images=0):
 @pytest.fixture
 def metrics(tmp_path):
     def put(arm, fraction, seed, record):
-        save_json(tmp_path / "classify" / arm_slug(arm) / f"{run_slug(fraction, seed)}.json", record)
+        save_json(tmp_path / "classify" / "study0" / arm_slug(arm) / f"{run_slug(fraction, seed)}.json", record)
 
     for f, (n, accs) in CURVE.items():
         for seed, a in enumerate(accs):
@@ -52,12 +52,12 @@ def metrics(tmp_path):
             put(f"synth:{name}", None, seed, _record(f"synth:{name}", None, seed, a, 0, 2500))
     put("real", 0.3, 0, _record("real", 0.3, 0, 0.99, 18000))  # a stale run of another setting: ignored
     for s in ("vae", "gan"):
-        save_json(tmp_path / "fid" / f"{s}.json", {"fid": FID[s], "kid": FID[s] / 2000, "num_images": 2500,
+        save_json(tmp_path / "fid" / "study0" / f"{s}.json", {"fid": FID[s], "kid": FID[s] / 2000, "num_images": 2500,
                                                    "dims": 2048, "ref_split": "test"})
-        save_json(tmp_path / "sample" / f"{s}.json", {"diversity_ratio": 0.9 if s == "vae" else 0.6,
+        save_json(tmp_path / "sample" / "study0" / f"{s}.json", {"diversity_ratio": 0.9 if s == "vae" else 0.6,
                                                      "saturated_share": 0.25 if s == "gan" else 0.0,
                                                      "real_saturated_share": 0.0042})
-    save_json(tmp_path / "fidelity.json", FIDELITY)
+    save_json(tmp_path / "fidelity" / "study0.json", FIDELITY)
     return tmp_path
 
 
@@ -70,15 +70,15 @@ def test_collect_reads_exactly_the_runs_the_params_define(metrics):
     inputs = collect(metrics, PARAMS)
     assert len(inputs["runs"]) == 3 * 3 + 3 * 3 + 2 * 3  # real curve, three mixed arms, two synth arms
     assert all(r["fraction"] != 0.3 for r in inputs["runs"])
-    (metrics / "classify" / "real+gan" / "f0.1_s2.json").unlink()
+    (metrics / "classify" / "study0" / "real+gan" / "f0.1_s2.json").unlink()
     with pytest.raises(StorageError, match=r"real\+gan/f0.1_s2.json"):
         collect(metrics, PARAMS)
 
 
 def test_a_study_in_progress_reports_the_sources_that_ran_and_names_the_rest(metrics):
     assert pending_sources(metrics, PARAMS) == []
-    (metrics / "fid" / "gan.json").unlink()  # gan's FID has not run yet
-    (metrics / "classify" / "real+all" / "f0.1_s0.json").unlink()  # nor has real+all
+    (metrics / "fid" / "study0" / "gan.json").unlink()  # gan's FID has not run yet
+    (metrics / "classify" / "study0" / "real+all" / "f0.1_s0.json").unlink()  # nor has real+all
     assert pending_sources(metrics, PARAMS) == ["gan"]
     with pytest.raises(StorageError, match=r"real\+all/f0.1_s0.json"):
         collect(metrics, PARAMS)  # without pending sources, collect stays strict
@@ -159,13 +159,13 @@ def test_analysis_scores_join_the_sources_their_correlations_and_the_answer(metr
                             "sources": ["vae", "gan", "lsgan"], "classify": {"seeds": [0, 1, 2]}}, "")
     # a third source, so that three points give a rank correlation: lsgan between vae and gan
     for seed, a in enumerate([0.70, 0.70, 0.71]):
-        save_json(metrics / "classify" / "real+lsgan" / f"{run_slug(0.1, seed)}.json",
+        save_json(metrics / "classify" / "study0" / "real+lsgan" / f"{run_slug(0.1, seed)}.json",
                   _record("real+lsgan", 0.1, seed, a, 6000, 2500))
-        save_json(metrics / "classify" / arm_slug("synth:lsgan") / f"{run_slug(None, seed)}.json",
+        save_json(metrics / "classify" / "study0" / arm_slug("synth:lsgan") / f"{run_slug(None, seed)}.json",
                   _record("synth:lsgan", None, seed, 0.2, 0, 2500))
-    save_json(metrics / "fid" / "lsgan.json", {"fid": 60.0, "kid": 0.03})
-    save_json(metrics / "sample" / "lsgan.json", {"diversity_ratio": 0.7})
-    save_json(metrics / "fidelity.json", {**FIDELITY, "lsgan": 0.6})
+    save_json(metrics / "fid" / "study0" / "lsgan.json", {"fid": 60.0, "kid": 0.03})
+    save_json(metrics / "sample" / "study0" / "lsgan.json", {"diversity_ratio": 0.7})
+    save_json(metrics / "fidelity" / "study0.json", {**FIDELITY, "lsgan": 0.6})
     ctx = {**CONTEXT, "sources": ["vae", "gan", "lsgan"]}
     plain = summarise(collect(metrics, params), ctx)
     assert set(plain["correlation"]) == {"fid_vs_gain", "kid_vs_gain", "label_fidelity_vs_gain"}
@@ -201,7 +201,7 @@ def test_a_gain_significant_at_95_percent_can_fail_the_bonferroni_correction(met
     """gan's paired differences -0.02 / -0.035 / -0.025: mean -0.0267, se 0.00441; at 95% t(0.975, 2) = 4.303
     gives +- 0.0190 (significant); corrected for 3 comparisons t(0.99167, 2) = 7.65 gives +- 0.0337 (not)."""
     for seed, a in enumerate([0.68, 0.675, 0.695]):
-        save_json(metrics / "classify" / "real+gan" / f"{run_slug(0.1, seed)}.json",
+        save_json(metrics / "classify" / "study0" / "real+gan" / f"{run_slug(0.1, seed)}.json",
                   _record("real+gan", 0.1, seed, a, 6000, 2500))
     s = summarise(collect(metrics, PARAMS), CONTEXT)
     gan = _cell(s, "real+gan", 0.1)
@@ -245,19 +245,19 @@ def test_the_gradcam_section_reads_every_arm_against_real():
 def test_dinv_reports_whether_it_follows_its_groups(metrics):
     """metrics/invert.json's figure joins dinv's source entry, its sentence in the markdown and the headline."""
     for seed, a in enumerate([0.72, 0.73, 0.74]):
-        save_json(metrics / "classify" / arm_slug("real+dinv") / f"{run_slug(0.1, seed)}.json",
+        save_json(metrics / "classify" / "study0" / arm_slug("real+dinv") / f"{run_slug(0.1, seed)}.json",
                   _record("real+dinv", 0.1, seed, a, 6000, 2500))
-        save_json(metrics / "classify" / arm_slug("synth:dinv") / f"{run_slug(None, seed)}.json",
+        save_json(metrics / "classify" / "study0" / arm_slug("synth:dinv") / f"{run_slug(None, seed)}.json",
                   _record("synth:dinv", None, seed, 0.4, 0, 2500))
-    save_json(metrics / "fid" / "dinv.json", {"fid": 60.0, "kid": 0.03, "num_images": 2500, "dims": 2048,
+    save_json(metrics / "fid" / "study0" / "dinv.json", {"fid": 60.0, "kid": 0.03, "num_images": 2500, "dims": 2048,
                                               "ref_split": "test"})
-    save_json(metrics / "sample" / "dinv.json", {"diversity_ratio": 1.0, "saturated_share": 0.0})
+    save_json(metrics / "sample" / "study0" / "dinv.json", {"diversity_ratio": 1.0, "saturated_share": 0.0})
     params = build(Params, {"fractions": [0.1], "real_fractions": [0.01, 1.0], "generator_fraction": 0.1,
                             "sources": ["vae", "gan", "dinv"], "classify": {"seeds": [0, 1, 2]}}, "")
     context = {**CONTEXT, "sources": ["vae", "gan", "dinv"]}
     without = summarise(collect(metrics, params), context)  # an older study: no figure, no sentence
     assert "follows_margin" not in without["sources"]["dinv"] and "follow its groups" not in markdown(without)
-    save_json(metrics / "invert.json", {"steps": 600, "follows_margin": 0.125, "follows_margin_ci95": 0.025,
+    save_json(metrics / "invert" / "study0.json", {"steps": 600, "follows_margin": 0.125, "follows_margin_ci95": 0.025,
                                         "follows_share": 0.75, "follows_groups": 60.0, "loss_learned": 0.05})
     s = summarise(collect(metrics, params), context)
     assert s["sources"]["dinv"]["follows_margin"] == 0.125 and "follows_margin" not in s["sources"]["vae"]
@@ -273,16 +273,17 @@ def _with_lineage(inputs: dict, ids: dict[str, str]) -> dict:
         with_real, sources = parse_arm(r["arm"], PARAMS)
         names = (["real", "fractions"] if with_real else []) + [f"synthetic/{s}" for s in sources]
         r["inputs"] = {n: ids[n] for n in names}
-    for s, m in inputs["fid"].items():
+    chain = inputs["chains"][0]  # the records as the chain's files hold them (the top level holds their means)
+    for s, m in chain["fid"].items():
         m["inputs"] = {f"synthetic/{s}": ids[f"synthetic/{s}"]}
-    inputs["fidelity"]["inputs"] = {n: ids[n] for n in ("real", "synthetic/vae", "synthetic/gan")}
+    chain["fidelity"]["inputs"] = {n: ids[n] for n in ("real", "synthetic/vae", "synthetic/gan")}
     return inputs
 
 
 def test_records_of_replaced_shards_give_no_answer_and_name_what_to_refresh(metrics):
     old = {"real": "r1", "fractions": "f1", "synthetic/vae": "v1", "synthetic/gan": "g1"}
     inputs = _with_lineage(collect(metrics, PARAMS), old)
-    assert lineage_problems(inputs, ["vae", "gan"], old) == {}
+    assert lineage_problems(inputs, ["vae", "gan"], {0: old}) == {}
     fine = summarise(inputs, {**CONTEXT, "lineage": {"stale": {}, "records": 30, "commit": "abc123", "dirty": False}})
     assert fine["answer"] and headline_metrics(fine)["inputs_current"] == 1.0
     assert ("Made at commit `abc123`; lineage checked over 30 records: every record descends from the current "
@@ -290,32 +291,32 @@ def test_records_of_replaced_shards_give_no_answer_and_name_what_to_refresh(metr
 
     # vae's shards replaced after its classifiers, its FID and the label fidelity ran; then FID alone re-run
     now = {**old, "synthetic/vae": "v2"}
-    inputs["fid"]["vae"]["inputs"] = {"synthetic/vae": "v2"}
-    stale = lineage_problems(inputs, ["vae", "gan"], now)
+    inputs["chains"][0]["fid"]["vae"]["inputs"] = {"synthetic/vae": "v2"}
+    stale = lineage_problems(inputs, ["vae", "gan"], {0: now})
     assert stale == {item: ["synthetic/vae changed since"]
-                     for item in ("classify_mixed@vae", "classify_synth@vae", "classify_all", "fidelity")}
+                     for item in ("classify_mixed@vae-0", "classify_synth@vae-0", "classify_all@0", "fidelity@0")}
     summary = summarise(inputs, {**CONTEXT, "lineage": {"stale": stale, "records": 30, "commit": "abc123"}})
     assert summary["answer"] == [] and headline_metrics(summary) == {"inputs_current": 0.0}
     md = markdown(summary)
     assert "**No answer: these records come from mixed upstream states.**" in md
-    assert "- `classify_mixed@vae`: synthetic/vae changed since" in md and "classify_mixed@gan" not in md
-    assert ("`dvc repro --force --single-item classify_all classify_mixed@vae classify_synth@vae fidelity && "
-            "dvc repro report`") in md
+    assert "- `classify_mixed@vae-0`: synthetic/vae changed since" in md and "classify_mixed@gan" not in md
+    assert ("`dvc repro --force --single-item classify_all@0 classify_mixed@vae-0 classify_synth@vae-0 fidelity@0 "
+            "&& dvc repro report`") in md
     assert "Helps significantly" not in md and "No source helps" not in md
 
     # records without lineage (older code), and a label fidelity that never scored gan
     del inputs["runs"][0]["inputs"]
-    inputs["fidelity"]["inputs"] = {"real": "r1", "synthetic/vae": "v2"}
-    stale = lineage_problems(inputs, ["vae", "gan"], now)
-    assert stale["classify_real"] == ["no lineage recorded (made by older code)"]
-    assert "made without synthetic/gan" in stale["fidelity"]
+    inputs["chains"][0]["fidelity"]["inputs"] = {"real": "r1", "synthetic/vae": "v2"}
+    stale = lineage_problems(inputs, ["vae", "gan"], {0: now})
+    assert stale["classify_real@0"] == ["no lineage recorded (made by older code)"]
+    assert "made without synthetic/gan" in stale["fidelity@0"]
 
 
 def test_the_answer_says_what_the_design_can_detect_and_what_a_narrow_interval_would_take(metrics):
     from synthaug.study.study_stats import detectable_gain, seeds_for_halfwidth
 
     for seed, a in enumerate([0.75, 0.78, 0.72]):  # real+vae: paired differences +0.05, +0.07, 0.00
-        save_json(metrics / "classify" / "real+vae" / f"{run_slug(0.1, seed)}.json",
+        save_json(metrics / "classify" / "study0" / "real+vae" / f"{run_slug(0.1, seed)}.json",
                   _record("real+vae", 0.1, seed, a, 6000, 2500))
     s = summarise(collect(metrics, PARAMS), CONTEXT)
     vae, gan = _cell(s, "real+vae", 0.1), _cell(s, "real+gan", 0.1)
@@ -324,8 +325,8 @@ def test_the_answer_says_what_the_design_can_detect_and_what_a_narrow_interval_w
     lines = markdown(s).splitlines()
     assert "1. No source helps after the Bonferroni correction" in lines[4]  # +4.0 ± 8.7: not even a lead
     need = seeds_for_halfwidth(sd, 0.01)
-    assert lines[6].endswith(f"Its interval is wider than ± 1.00 points; at the spread measured, about {need} seeds "
-                             "would narrow it to that.")
+    assert lines[6].endswith(f"Its interval is wider than ± 1.00 points; at the spread measured, about {need} "
+                             "classifier seeds would narrow it to that.")
     median = (vae["detectable"] + gan["detectable"]) / 2
     assert lines[9] == (f"6. What this design can detect: a true gain of {100 * median:.2f} points (median over 2 "
                         f"comparisons; from {100 * gan['detectable']:.2f} to {100 * vae['detectable']:.2f}) would be "
@@ -347,3 +348,36 @@ def test_the_trend_across_fractions_has_its_own_interval():
     assert (t["from"], t["to"], t["seeds"], t["sources"]) == (0.1, 0.2, 3, 1)
     assert t["change"] == pytest.approx(mean) and t["ci95"] == pytest.approx(ci)
     assert t["at_from"] == pytest.approx(0.08 / 3) and t["at_to"] == pytest.approx(0.01 / 3)
+
+
+def test_with_several_study_seeds_the_intervals_are_over_whole_chains(metrics):
+    """Study seed 1 copies study seed 0's chain with real+vae's gain +0.01 instead of +0.05: the gain is the mean over
+    the two chains of their classifier seeds' mean gains, and its interval has the two chains as its replicates
+    (n = 2), not the six classifier runs. FID is the chains' mean; the words say which randomness is covered."""
+    import shutil
+
+    for kind in ("classify", "fid", "sample"):
+        shutil.copytree(metrics / kind / "study0", metrics / kind / "study1")
+    shutil.copy(metrics / "fidelity" / "study0.json", metrics / "fidelity" / "study1.json")
+    for seed, a in enumerate(CURVE[0.1][1]):
+        save_json(metrics / "classify" / "study1" / "real+vae" / f"{run_slug(0.1, seed)}.json",
+                  _record("real+vae", 0.1, seed, a + 0.01, 6000, 2500))
+    save_json(metrics / "fid" / "study1" / "vae.json", {"fid": 50.0, "kid": 0.02})
+    params = build(Params, {"study_seeds": [0, 1], "fractions": [0.1], "real_fractions": [0.01, 1.0],
+                            "generator_fraction": 0.1, "sources": ["vae", "gan"], "classify": {"seeds": [0, 1, 2]}},
+                   "")
+    ctx = {**CONTEXT, "study_seeds": [0, 1]}
+    s = summarise(collect(metrics, params), ctx)
+    vae = _cell(s, "real+vae", 0.1)
+    g, h = mean_ci([0.05, 0.01])
+    assert vae["seeds"] == [0, 1] and vae["gain_seeds"] == 2
+    assert vae["gain"] == pytest.approx(g) and vae["gain_ci95"] == pytest.approx(h)
+    assert s["sources"]["vae"]["fid"] == pytest.approx(45.0)
+    md = markdown(s)
+    assert "The intervals are over 2 study seeds: each draws its own nested real subsets" in md
+    assert "(2 study seeds (each the mean of its 3 classifier seeds); paired gain" in md
+    # one chain missing a record is an error naming it, not a silently smaller study
+    (metrics / "classify" / "study1" / "real+gan" / "f0.1_s2.json").unlink()
+    with pytest.raises(StorageError, match="study1/real\\+gan/f0.1_s2.json"):
+        collect(metrics, params)
+    assert pending_sources(metrics, params) == ["gan"]

@@ -15,7 +15,7 @@ from synthaug.core.tracking import TrackingError, flatten, metric_key, stage_run
 def local_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setenv("DVC_STAGE", "train@vae-from-dvc")
+    monkeypatch.setenv("DVC_STAGE", "train_vae@0-from-dvc")
     monkeypatch.setenv("DVC_EXP_NAME", "exp-beta08")
     return tmp_path
 
@@ -27,7 +27,7 @@ def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
     assert tracking_uri() == f"sqlite:///{root / 'mlflow.db'}"
     artifact = root / "curves.txt"
     artifact.write_text("loss curve")
-    with stage_run("train@vae", "digits", params={"vae": {"lr": 0.002, "epochs": 2}, "seed": 0},
+    with stage_run("train_vae@0", "digits", params={"vae": {"lr": 0.002, "epochs": 2}, "seed": 0},
                    tags={"family": "vae"}) as run:
         run.log_metrics({"loss": 1.5, "real+vae": 0.9}, step=1)
         run.log_metrics({"loss": 1.0}, step=2)
@@ -36,7 +36,7 @@ def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
     assert (root / "mlflow.db").is_file()
 
     with pytest.raises(ValueError, match="stage failed"):
-        with stage_run("classify@real_f0.5_s0", "digits") as run:
+        with stage_run("classify_real@0 f0.5_s0", "digits") as run:
             run.log_metrics({"train_loss": 2.0}, step=1)
             raise ValueError("stage failed")
 
@@ -48,8 +48,8 @@ def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
     assert exp.artifact_location == (root / "mlruns").as_uri()
 
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"dvc exp exp-beta08", "train@vae", "classify@real_f0.5_s0"}
-    ok, failed, group = runs["train@vae"], runs["classify@real_f0.5_s0"], runs["dvc exp exp-beta08"]
+    assert set(runs) == {"dvc exp exp-beta08", "train_vae@0", "classify_real@0 f0.5_s0"}
+    ok, failed, group = runs["train_vae@0"], runs["classify_real@0 f0.5_s0"], runs["dvc exp exp-beta08"]
     # both stage runs of the `dvc exp run` are children of one group run, created by the first of them
     assert ok.data.tags["mlflow.parentRunId"] == failed.data.tags["mlflow.parentRunId"] == group.info.run_id
     assert group.data.tags["synthaug.dvc_exp"] == "exp-beta08" and group.info.status == "FINISHED"
@@ -59,8 +59,8 @@ def test_stage_run_logs_to_local_store_under_dvc_root(local_store):
     assert [(m.step, m.value) for m in client.get_metric_history(ok.info.run_id, "loss")] == [(1, 1.5), (2, 1.0)]
     assert failed.data.metrics == {"train_loss": 2.0}  # buffered metrics are flushed even when the stage fails
     tags = ok.data.tags
-    assert tags["dvc.stage"] == "train@vae-from-dvc" and tags["dvc.exp_name"] == "exp-beta08"
-    assert tags["synthaug.stage"] == "train@vae" and tags["dataset"] == "digits" and tags["family"] == "vae"
+    assert tags["dvc.stage"] == "train_vae@0-from-dvc" and tags["dvc.exp_name"] == "exp-beta08"
+    assert tags["synthaug.stage"] == "train_vae@0" and tags["dataset"] == "digits" and tags["family"] == "vae"
     assert [a.path for a in client.list_artifacts(ok.info.run_id)] == ["curves.txt", "samples"]
     assert [a.path for a in client.list_artifacts(ok.info.run_id, "samples")] == ["samples/grid.png"]
     stored = list((root / "mlruns").rglob("curves.txt"))
@@ -98,13 +98,13 @@ def test_a_store_failing_during_the_run_is_one_line_and_never_hides_the_stage_er
                               "[SQL: INSERT INTO metrics ...]")
 
     with pytest.raises(TrackingError) as ei:
-        with stage_run("train@vae", "digits") as run:
+        with stage_run("train_vae@0", "digits") as run:
             run.client.log_batch = full
             run.log_metrics({"loss": 1.0})
     assert str(ei.value) == (f"cannot write to MLflow store sqlite:///{local_store / 'mlflow.db'}: OperationalError: "
                              "database or disk is full")
     with pytest.raises(ValueError, match="the stage's own error"):
-        with stage_run("train@vae", "digits") as run:
+        with stage_run("train_vae@0", "digits") as run:
             run.client.log_batch = run.client.set_terminated = full
             raise ValueError("the stage's own error")
     assert "could not mark the MLflow run FAILED" in caplog.text
@@ -161,15 +161,16 @@ def test_a_killed_stages_run_is_marked_killed_by_the_next_stage_and_sigterm_ends
                 time.sleep(60)
         stage()
     """)
-    killed = subprocess.run([sys.executable, "-c", body, "sample@vae", "kill"], env=env, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL and _status_by_name(local_store) == {"sample@vae": "RUNNING"}
-    live = subprocess.Popen([sys.executable, "-c", body, "sample@gan", "wait"], env=env, stdout=subprocess.PIPE)
+    killed = subprocess.run([sys.executable, "-c", body, "sample_vae@0", "kill"], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL and _status_by_name(local_store) == {"sample_vae@0": "RUNNING"}
+    live = subprocess.Popen([sys.executable, "-c", body, "sample_gan@0", "wait"], env=env, stdout=subprocess.PIPE)
     assert live.stdout.readline().strip() == b"started"  # the next stage to start closed the dead one's run
-    assert _status_by_name(local_store) == {"sample@vae": "KILLED", "sample@gan": "RUNNING"}
+    assert _status_by_name(local_store) == {"sample_vae@0": "KILLED", "sample_gan@0": "RUNNING"}
     monkeypatch.delenv("DVC_EXP_NAME")  # a plain `dvc repro`, as the processes above
-    with stage_run("fid@vae", "digits"):  # a live process's run stays RUNNING
+    with stage_run("fid@vae-0", "digits"):  # a live process's run stays RUNNING
         pass
-    assert _status_by_name(local_store) == {"sample@vae": "KILLED", "sample@gan": "RUNNING", "fid@vae": "FINISHED"}
+    assert _status_by_name(local_store) == {"sample_vae@0": "KILLED", "sample_gan@0": "RUNNING",
+                                            "fid@vae-0": "FINISHED"}
     live.send_signal(signal.SIGTERM)
     assert live.wait(timeout=60) != 0
-    assert _status_by_name(local_store)["sample@gan"] == "KILLED"
+    assert _status_by_name(local_store)["sample_gan@0"] == "KILLED"

@@ -20,7 +20,7 @@ def store(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from synthaug.core.tracking import stage_run
 
-    with stage_run("sample@vae", "digits", params={"seed": 0}) as run:
+    with stage_run("sample_vae@0", "digits", params={"seed": 0}) as run:
         run.log_metrics({"fid": 12.5})
     return tmp_path
 
@@ -60,6 +60,42 @@ def test_saved_views_are_experiment_tags_the_ui_reads_as_view_state(store):
     assert fid["selectedColumns"][:2] == ["metrics.`fid`", "metrics.`kid`"]
 
 
+def test_saved_views_select_the_runs_the_stages_name(tmp_path, monkeypatch):
+    """Each saved view's filter picks its runs by the names the stages log, and no other run: the fid items'
+    (`fid@vae-0`), and every classifier's (the child runs `classify_mixed@vae-0 f0.5_s0` of the classify items,
+    which hold the test accuracy; not the items' own parent runs)."""
+    from mlflow.tracking import MlflowClient
+
+    from synthaug.core.layout import Chain
+    from synthaug.core.tracking import stage_run, tracking_uri
+    from synthaug.stages.ui import VIEWS
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    chain = Chain(0)
+    others = [chain.train_item("vae"), chain.train_item("dinv"), chain.sample_item("vae"), chain.fidelity_item,
+              "prepare", "fid_ref", "report"]
+    fids = [chain.fid_item(s) for s in ("vae", "dinv")]
+    classifiers = []
+    for arm in ("real", "real+vae", "synth:vae", "real+all"):
+        with stage_run(chain.classify_item(arm), "digits") as parent:
+            for run in ("f0.5_s0", "f1.0_s1") if arm != "synth:vae" else ("s0",):
+                with stage_run(f"{chain.classify_item(arm)} {run}", "digits", parent=parent):
+                    classifiers.append(f"{chain.classify_item(arm)} {run}")
+    for name in others + fids:
+        with stage_run(name, "digits"):
+            pass
+    client = MlflowClient(tracking_uri=tracking_uri())
+    exp_id = client.get_experiment_by_name("synthaug-digits").experiment_id
+
+    def shown(view: str) -> set[str]:
+        runs = client.search_runs([exp_id], filter_string=VIEWS[view][1]["searchFilter"], max_results=100)
+        return {r.info.run_name for r in runs}
+
+    assert shown("synthaug-fid") == set(fids)
+    assert shown("synthaug-classifiers") == set(classifiers)
+
+
 def test_no_store_yet_is_one_line_saying_run_the_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -83,7 +119,7 @@ def test_server_serves_the_repo_store_on_localhost(store):
         assert b"<html" in _get(base + "/").lower()  # the UI's page that the link opens
         exp_id = link.split("/experiments/")[1].split("/")[0]
         runs = json.loads(_get(f"{base}/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]}))["runs"]
-        assert [r["info"]["run_name"] for r in runs] == ["sample@vae"]
+        assert [r["info"]["run_name"] for r in runs] == ["sample_vae@0"]
         assert {"key": "fid", "value": 12.5} in [{k: m[k] for k in ("key", "value")} for m in runs[0]["data"]["metrics"]]
 
 

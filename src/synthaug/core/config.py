@@ -212,7 +212,12 @@ class GradCamParams:
 
 @dataclass
 class Params:
+    # The picks every study seed shares: the FID reference images, the test images the analyses look at. Inside a
+    # chain stage (`--study K`) it is that chain's study seed (`with_study`).
     seed: int = field(default=0, metadata=rng(ge=0, lt=SEED_LIMIT))
+    # One whole chain per study seed (DESIGN §1): its own nested real subsets, generators, inversion, samples and
+    # classifiers (classify.seeds inside it), so the report's interval can cover the generators' randomness.
+    study_seeds: list[int] = field(default_factory=lambda: [0], metadata=rng(ge=0, lt=SEED_LIMIT))
     device: str = "auto"
     precision: str = field(default="auto", metadata=rng(choices=("auto", "bf16", "fp32")))
     beta: float = field(default=1.0, metadata=rng(ge=0))  # the VAE's KL weight, top-level for `-S beta=...`
@@ -244,6 +249,10 @@ class Params:
     processes: int = field(default=1, metadata=rng(ge=1, le=1024))
 
     def check(self, at: str) -> None:
+        if not self.study_seeds:
+            raise ConfigError("study_seeds: give at least one study seed")
+        if len(set(self.study_seeds)) != len(self.study_seeds):
+            raise ConfigError("study_seeds: seeds must be distinct")
         if not self.fractions:
             raise ConfigError("fractions: give at least one fraction")
         for i, f in enumerate(self.fractions):
@@ -294,6 +303,14 @@ class Params:
                               "(e.g. 32 or 64)")
 
 
+def with_study(params: Params, study: int) -> Params:
+    """The params as one chain's stage sees them: `seed` is that chain's study seed (subsets, initial weights,
+    batch order, samples all follow it). A study seed not in `study_seeds` is a ConfigError."""
+    if study not in params.study_seeds:
+        raise ConfigError(f"--study {study}: not among study_seeds {params.study_seeds}")
+    return dataclasses.replace(params, seed=study)
+
+
 def real_curve_fractions(params: Params) -> list[float]:
     """Every fraction the `real` arm runs at: the study's plus the extra points of the learning curve."""
     return sorted(set(params.fractions) | set(params.real_fractions))
@@ -317,6 +334,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if "study_seeds" not in raw:  # dvc.yaml makes one stage item per study seed from it
+        raise ConfigError(f"{path}: missing key 'study_seeds' (dvc.yaml's chain stages run once per study seed; "
+                          "e.g. `study_seeds: [0]`)")
     try:
         params = build(Params, raw, "")
         require_sections(Params, raw, "")

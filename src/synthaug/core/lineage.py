@@ -2,9 +2,9 @@
 
 Every record the study's report combines names its inputs as `{"inputs": {name: content id}}`:
 - `synthetic/<source>`: the shards' manifest (it lists every shard's sha256, the checkpoint's hash and the
-  sampler's settings), so it changes whenever `sample@<source>` writes other images;
+  sampler's settings), so it changes whenever `sample_<source>@<K>` writes other images;
 - `real`: data/real/meta.json (the dataset's source-file checksums and counts);
-- `fractions`: data/fractions.json (the nested real subsets).
+- `fractions`: data/fractions/study<K>.json (the chain's nested real subsets).
 A content id is the first 16 hex digits of the file's sha256. The report compares every record's ids with the
 files as they are now and gives no answer from records of mixed upstream states (DESIGN §1, lineage).
 """

@@ -26,10 +26,10 @@ log = logging.getLogger("synthaug")
 
 # MLflow 3 opens experiments in the GenAI view unless they say they are for model training.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-# The sample grid's artifact name in every sample@ run (and invert's): MLflow's compare view pairs runs' files by
+# The sample grid's artifact name in every sample_<source> run (and invert's): MLflow's compare view pairs runs' files by
 # name and looks only at the root of each run's artifacts (MLflow 3.17: folders are skipped), so it stays at the root.
 GRID_ARTIFACT = "grid.png"
-# The same for the loss curves of every train@ run and of invert: the generators' training compares side by side.
+# The same for the loss curves of every train_<family> run and of invert: the generators' training compares side by side.
 LOSS_ARTIFACT = "loss_curves.png"
 
 
@@ -247,7 +247,7 @@ def experiment_group(client, exp_id: str, exp_name: str, commit: str | None) -> 
 @contextlib.contextmanager
 def stage_run(stage: str, dataset: str, params: dict[str, Any] | None = None,
               tags: dict[str, str] | None = None, parent: Tracker | None = None) -> Iterator[Tracker]:
-    """Open the MLflow run for one stage item (e.g. `train@vae`) in the dataset's experiment; with `parent`,
+    """Open the MLflow run for one stage item (e.g. `train_vae@0`) in the dataset's experiment; with `parent`,
     as a child of that run (one classify stage item trains many classifiers, each its own child run). Inside a
     `dvc exp run` (DVC_EXP_NAME set), a stage run is a child of that experiment's group run."""
     if not distributed.from_env().is_main:  # under torchrun: one run per stage item, rank 0's

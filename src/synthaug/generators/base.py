@@ -26,7 +26,7 @@ FAMILIES = {"vae": "synthaug.generators.vae", "gan": "synthaug.generators.gan",
             "diffusion": "synthaug.generators.diffusion"}
 # Families made by another stage than `train`, with that stage: Diffusion Inversion steers the trained diffusion
 # model with vectors the `invert` stage learns.
-DERIVED = {"dinv": ("synthaug.generators.inversion", "invert")}
+DERIVED = {"dinv": ("synthaug.generators.inversion", "invert")}  # (module, the stage that makes it)
 SOURCE_FAMILY = {"vae": "vae", "gan": "gan", "lsgan": "lsgan", "wgan_gp": "wgan_gp",
                  "ddpm": "diffusion", "ddim": "diffusion", "dinv": "dinv"}
 
@@ -62,11 +62,6 @@ def family_module(family: str) -> ModuleType:
     if family not in FAMILIES:
         raise ValueError(f"unknown generator family '{family}' (known: {', '.join(FAMILIES)})")
     return importlib.import_module(FAMILIES[family])
-
-
-def producer(family: str) -> str:
-    """The DVC stage that leaves models/<family>/checkpoint.pt."""
-    return DERIVED[family][1] if family in DERIVED else f"train@{family}"
 
 
 def source_family(source: str) -> str:

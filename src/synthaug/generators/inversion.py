@@ -46,7 +46,7 @@ EVAL_GROUPS = 100  # groups whose images score the learned against the class emb
 
 
 def frozen_diffusion(checkpoint: Path, runtime: Runtime) -> tuple[UNet, NoiseSchedule]:
-    """The EMA U-Net of a `train@diffusion` checkpoint, in eval mode with every weight frozen, and its schedule."""
+    """The EMA U-Net of a `train_diffusion` checkpoint, in eval mode with every weight frozen, and its schedule."""
     state = load_checkpoint(checkpoint, map_location="cpu")
     if state.get("family") != "diffusion":
         raise StorageError(f"{checkpoint}: not a diffusion checkpoint (family {state.get('family')!r})")

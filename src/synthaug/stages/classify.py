@@ -4,9 +4,9 @@ ARM is `real`, `real+SOURCE`, `real+all` or `synth:SOURCE`. One process trains a
 fraction and seed, `synthaug.study.arms.arm_runs`), loading the data once, as one classifier bank
 (`classifier_training.train_bank`; `classify.bank_size` runs at a time, 0: all), each member with its own seed, data
 and augmentation as if trained alone. Each finished run leaves a record
-`metrics/classify/<arm>/<run>.json` carrying a fingerprint of what defined it (settings, data, code): a killed
+`metrics/classify/study<K>/<arm>/<run>.json` carrying a fingerprint of what defined it (settings, data, code): a killed
 stage re-run with the same inputs skips the runs already recorded. `--fraction` / `--seed` run a subset.
-Every arm keeps the weights of its run at the study's first fraction and first seed (`models/classify/<arm>.pt`,
+Every arm keeps the weights of its run at the study's first fraction and first seed (`models/study<K>/classify/<arm>.pt`,
 what `gradcam` reads); the `real` arm also keeps its run on the most real data (first seed): the judge that
 `fidelity` scores synthetic labels with.
 """
@@ -20,15 +20,14 @@ from typing import NamedTuple
 import numpy as np
 import typer
 
-from synthaug.study.arms import analysed_run, arm_runs, arm_slug, parse_arm, run_slug
+from synthaug.study.arms import analysed_run, arm_runs, arm_slug, parse_arm, run_seed, run_slug
 from synthaug.core.config import ConfigError, as_dict
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.data.shards import read_manifest, read_shards
 from synthaug.core.lineage import input_ids
-from synthaug.stages.common import (FRACTIONS, JUDGE, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR,
-                                    classifier_weights, is_main_process, load_stage, require, stage_command,
-                                    write_metrics)
+from synthaug.stages.common import (PARAMS_OPTION, REAL_DIR, STUDY_OPTION, Chain, is_main_process, load_stage,
+                                    require, stage_command, write_metrics)
 from synthaug.core.storage import StorageError, load_json, replace_together, save_checkpoint, save_json
 from synthaug.core.tracking import stage_run
 from synthaug.generators.training import fingerprint_of
@@ -38,8 +37,8 @@ CODE = ("synthaug.stages.classify", "synthaug.study.classification", "synthaug.s
         "synthaug.nets.resnet", "synthaug.generators.training", "synthaug.core.arrays")
 
 
-def load_synthetic(sources: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    parts = [read_shards(require(SYNTH_DIR / s, f"sample@{s}")) for s in sources]
+def load_synthetic(chain: Chain, sources: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    parts = [read_shards(require(chain.shards(s), chain.sample_item(s))) for s in sources]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -74,32 +73,34 @@ def _existing(path, fingerprint: str) -> dict | None:
 def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all | synth:SOURCE"),
              fraction: float = typer.Option(None, help="run only this real-data fraction"),
              seed: int = typer.Option(None, help="run only this classifier seed (one of classify.seeds)"),
-             params_path: str = PARAMS_OPTION) -> None:
-    """Train and evaluate the arm's classifiers; writes metrics/classify/<arm>/ and metrics/classify/<arm>.json."""
+             study: int = STUDY_OPTION, params_path: str = PARAMS_OPTION) -> None:
+    """Train and evaluate the arm's classifiers; writes metrics/classify/study<K>/<arm>/ and <arm>.json beside it."""
     from synthaug.study.classifier_training import ArmData, Member, train_bank  # torchvision: import only when used
 
-    params, runtime = load_stage(params_path, data_parallel=True)
+    params, runtime = load_stage(params_path, data_parallel=True, study=study)
+    chain = Chain(study)
     with_real, sources = parse_arm(arm, params)
     runs = _selected(arm, params, fraction, seed)
     meta = load_meta(require(REAL_DIR, "prepare"))
     train = load_prepared(REAL_DIR, "train") if with_real else None
-    subsets = load_fractions(require(FRACTIONS, "prepare")) if with_real else {}
+    subsets = load_fractions(require(chain.fractions, "prepare")) if with_real else {}
     for f, _ in runs:
         if f is not None and fraction_key(f) not in subsets:
             raise ConfigError(f"--fraction {f}: not among the prepared fractions {sorted(subsets)}")
-    synthetic = load_synthetic(sources) if sources else None
+    synthetic = load_synthetic(chain, sources) if sources else None
     test = load_prepared(REAL_DIR, "test")
     c = params.classify
     slug = arm_slug(arm)
-    records_dir = METRICS / "classify" / slug
+    records_dir, item = chain.metrics("classify") / slug, chain.classify_item(arm)
     judge_run = (max(f for f, _ in arm_runs(arm, params)), c.seeds[0]) if arm == "real" else None
-    data_id = {"real": meta.get("files"), "synthetic": {s: read_manifest(SYNTH_DIR / s).get("shards")
+    data_id = {"real": meta.get("files"), "synthetic": {s: read_manifest(chain.shards(s)).get("shards")
                                                         for s in sources}}
-    inputs = input_ids(REAL_DIR if with_real else None, FRACTIONS if with_real else None, SYNTH_DIR, sources)
+    inputs = input_ids(REAL_DIR if with_real else None, chain.fractions if with_real else None, chain.synthetic,
+                       sources)
     settings = {"arm": arm, "sources": ",".join(sources), "synthetic_ratio": c.synthetic_ratio,
                 "classifier": as_dict(c.model), **runtime.describe()}
     main = is_main_process()
-    with stage_run(f"classify@{slug}", params.dataset.name, params={**settings, "runs": len(runs)},
+    with stage_run(item, params.dataset.name, params={**settings, "runs": len(runs)},
                    tags={"arm": arm}) as parent:
         todo: list[PendingRun] = []
         for f, s in runs:
@@ -110,25 +111,26 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
                 real = (train.images[idx], train.labels[idx])
             # Which real images, not just how many: another `seed` draws other subsets of the same size.
             subset = None if real is None else hashlib.sha256(idx.tobytes()).hexdigest()
-            fingerprint = fingerprint_of(settings, f, s, data_id, subset, code=CODE)
-            keep = [path for path, run in ((JUDGE, judge_run), (classifier_weights(slug), analysed_run(arm, params)))
+            fingerprint = fingerprint_of(settings, f, run_seed(study, s), data_id, subset, code=CODE)
+            keep = [path for path, run in ((chain.judge, judge_run),
+                                           (chain.classifier_weights(slug), analysed_run(arm, params)))
                     if run == (f, s)]  # the weight files this run leaves
             record = _existing(records_dir / f"{name}.json", fingerprint)
             if record is not None and all(path.is_file() for path in keep):
-                log.info("classify@%s %s: already recorded with these inputs; skipped", slug, name)
+                log.info("%s %s: already recorded with these inputs; skipped", item, name)
                 continue
             todo.append(PendingRun(f, s, fingerprint, keep, record, ArmData(real, synthetic)))
         size = c.bank_size or auto_bank_size(len(todo), runtime)
         for n, first in enumerate(range(0, len(todo), size)):
             bank = todo[first:first + size]
             offset = n * c.model.steps  # the parent run's curve: the banks' mean losses one after another
-            results = train_bank([Member(r.data, r.seed) for r in bank], (test.images, test.labels),
+            results = train_bank([Member(r.data, run_seed(study, r.seed)) for r in bank], (test.images, test.labels),
                                  meta["num_classes"], c.model, c.synthetic_ratio, runtime,
                                  lambda m, step: parent.log_metrics({k: v for k, v in m.items() if "/" not in k},
                                                                     step + offset))
             if main:  # under torchrun: every rank trains, rank 0 keeps the weights, records and MLflow runs
                 for pending, result in zip(bank, results):
-                    _keep_run(pending, result, arm, settings, parent, params, meta, inputs)
+                    _keep_run(pending, result, arm, chain, settings, parent, params, meta, inputs)
         if not main:
             return
         if fraction is None and seed is None:  # a full run: drop records of runs the params no longer define
@@ -138,7 +140,7 @@ def classify(arm: str = typer.Argument(..., help="real | real+SOURCE | real+all 
                     stale.unlink()
         summary = arm_summary(arm, params, records_dir)
         parent.log_metrics(_flat(summary))
-    save_json(METRICS / "classify" / f"{slug}.json", summary)
+    save_json(chain.metrics("classify") / f"{slug}.json", summary)
 
 
 def auto_bank_size(runs: int, runtime) -> int:
@@ -158,30 +160,32 @@ class PendingRun(NamedTuple):
     data: object  # classification.ArmData
 
 
-def _keep_run(run: PendingRun, result, arm: str, settings: dict, parent, params, meta: dict, inputs: dict) -> None:
+def _keep_run(run: PendingRun, result, arm: str, chain: Chain, settings: dict, parent, params, meta: dict,
+              inputs: dict) -> None:
     """One trained member: its MLflow run (training curve and test metrics), kept weights and record."""
-    f, s, record, slug = run.fraction, run.seed, run.record, arm_slug(arm)
+    f, s, record, slug, item = run.fraction, run.seed, run.record, arm_slug(arm), chain.classify_item(arm)
     name, metrics = run_slug(f, s), result.metrics
-    with stage_run(f"classify@{slug}_{name}", params.dataset.name, params={**settings, "fraction": f, "seed": s},
-                   parent=parent, tags={"arm": arm, "fraction": str(f), "seed": str(s)}) as tracker:
+    with stage_run(f"{item} {name}", params.dataset.name,
+                   params={**settings, "fraction": f, "seed": s, "study_seed": chain.study}, parent=parent,
+                   tags={"arm": arm, "fraction": str(f), "seed": str(s), "study_seed": str(chain.study)}) as tracker:
         for point in result.history:
             tracker.log_metrics({k: v for k, v in point.items() if k != "step"}, point["step"])
         tracker.log_metrics(metrics)
     if record is not None and record["test_accuracy"] != round(metrics["test_accuracy"], 6):
         # Retrained only for its missing weights, with the same fingerprint: it should reproduce its record.
-        log.warning("classify@%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly",
-                    slug, name, metrics["test_accuracy"], record["test_accuracy"])
+        log.warning("%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly", item, name, metrics["test_accuracy"], record["test_accuracy"])
     c = params.classify
     # The record and the weight files it vouches for are replaced together (a kill leaves both or neither new).
-    with replace_together(METRICS / "classify" / slug / f"{name}.json", *run.keep) as (record_path, *weights):
+    with replace_together(chain.metrics("classify") / slug / f"{name}.json", *run.keep) as (record_path, *weights):
         for path in weights:
             save_checkpoint(path, {"model": result.state, "arch": c.model.arch, "arm": arm,
                                    "channels": int(meta["channels"]), "num_classes": int(meta["num_classes"]),
-                                   "fraction": f, "seed": s, "real_images": metrics["real_images"],
+                                   "fraction": f, "seed": s, "study_seed": chain.study,
+                                   "real_images": metrics["real_images"],
                                    "test_accuracy": metrics["test_accuracy"], "inputs": inputs})
-        write_metrics(record_path, {"arm": arm, "fraction": f, "seed": s, **metrics,
+        write_metrics(record_path, {"arm": arm, "fraction": f, "seed": s, "study_seed": chain.study, **metrics,
                                     "fingerprint": run.fingerprint, "inputs": inputs})
-    print(f"classify@{slug} {name}: test accuracy {metrics['test_accuracy']:.4f}")
+    print(f"{item} {name}: test accuracy {metrics['test_accuracy']:.4f}")
 
 
 def arm_summary(arm: str, params, records_dir) -> dict:

@@ -14,33 +14,17 @@ import numpy as np
 import typer
 
 from synthaug.core import distributed
-from synthaug.core.config import ConfigError, Params, load_params
+from synthaug.core.config import ConfigError, Params, load_params, with_study
+# The on-disk layout and each study seed's chain, re-exported for the stages (one place: synthaug.core.layout).
+from synthaug.core.layout import FID_REF, FRACTIONS_DIR, METRICS, REAL_DIR, REPORTS, Chain  # noqa: F401
 from synthaug.core.runtime import Runtime, RuntimeConfigError, make_runtime, seed_everything
 from synthaug.core.storage import StorageError, recover_commits, save_json
 
 log = logging.getLogger("synthaug")
 
-# On-disk layout between stages (DESIGN §3). Paths are relative to the repo root (DVC's wdir).
-REAL_DIR = Path("data/real")
-FRACTIONS = Path("data/fractions.json")  # beside data/real, so a new curve point leaves data/real unchanged
-SYNTH_DIR = Path("data/synthetic")
-FID_REF = Path("data/fid_ref.npz")
-FEATURES = Path("data/features")  # per-source Inception features of the FID sample, for reuse
-MODELS = Path("models")
-METRICS = Path("metrics")
-PLOTS = Path("plots")
-REPORTS = Path("reports")
-# The `real` arm's classifier on the most real data (first seed): it scores synthetic labels (`fidelity`).
-JUDGE = MODELS / "judge" / "classifier.pt"
-# Each arm's classifier at the study's first fraction and first seed (`arms.analysed_run`): what `gradcam` reads.
-CLASSIFIERS = MODELS / "classify"
-
-
-def classifier_weights(arm_slug: str) -> Path:
-    return CLASSIFIERS / f"{arm_slug}.pt"
-
-
 PARAMS_OPTION = typer.Option("params.yaml", "--params", help="params file (validated whole before any work)")
+STUDY_OPTION = typer.Option(0, "--study", help="study seed: whose chain (subsets, generators, samples, classifiers) "
+                                               "this stage item serves; one of `study_seeds`")
 
 
 class StageError(RuntimeError):
@@ -86,16 +70,20 @@ def stage_command(fn: Callable) -> Callable:
     return wrapper
 
 
-def load_stage(params_path: str | Path, data_parallel: bool = False, log_runtime: bool = True
-               ) -> tuple[Params, Runtime]:
+def load_stage(params_path: str | Path, data_parallel: bool = False, log_runtime: bool = True,
+               study: int | None = None) -> tuple[Params, Runtime]:
     """Validated params and the runtime (device, precision) of a stage; seeds every RNG. `log_runtime`: say in the
     log what the stage computes in (off for stages that compute no network, or in another precision: `fid`).
 
     `data_parallel` (the training stages): with `processes` > 1 the command starts again under torchrun in that
     many processes (`distributed.relaunch`, which does not return), and each of those joins the process group
-    here; only rank 0 then writes outputs and MLflow records (the stage checks `is_main_process()`)."""
+    here; only rank 0 then writes outputs and MLflow records (the stage checks `is_main_process()`).
+
+    `study`: the chain stages' study seed (`--study`): `params.seed` becomes it (`config.with_study`)."""
     recover_commits()  # outputs a killed stage left half replaced are completed before anything reads them
     params = load_params(params_path)
+    if study is not None:
+        params = with_study(params, study)
     if data_parallel:
         distributed.relaunch(params.processes)
     runtime = make_runtime(params.device, params.precision)
@@ -104,6 +92,14 @@ def load_stage(params_path: str | Path, data_parallel: bool = False, log_runtime
     if log_runtime:
         log.info("runtime: %s", runtime.describe())
     return params, runtime
+
+
+def analysed_chain(params: Params, study: int) -> Chain:
+    """The chain the analyses (`analyse`, `gradcam`) look at: by default the first study seed's. Unlike the chain
+    stages they keep the shared `seed` for their picks of real test images."""
+    if study not in params.study_seeds:
+        raise ConfigError(f"--study {study}: not among study_seeds {params.study_seeds}")
+    return Chain(study)
 
 
 def is_main_process() -> bool:

@@ -14,8 +14,8 @@ from synthaug.data.shards import read_shards
 from synthaug.generators.base import SOURCE_FAMILY
 from synthaug.core.runtime import Runtime
 from synthaug.core.lineage import input_ids
-from synthaug.stages.common import (FEATURES, FID_REF, METRICS, PARAMS_OPTION, REAL_DIR, SYNTH_DIR, load_stage,
-                                    require, stage_command, write_metrics)
+from synthaug.stages.common import (FID_REF, PARAMS_OPTION, REAL_DIR, STUDY_OPTION, Chain, load_stage, require,
+                                    stage_command, write_metrics)
 from synthaug.core.storage import replace_together, save_npz
 from synthaug.core.tracking import stage_run
 
@@ -61,13 +61,15 @@ def fid_ref(params_path: str = PARAMS_OPTION) -> None:
 
 
 @stage_command
-def fid(source: str = typer.Argument(..., help="synthetic source"), params_path: str = PARAMS_OPTION) -> None:
-    """FID of a source's shards against the reference statistics (written to metrics/fid/SOURCE.json)."""
+def fid(source: str = typer.Argument(..., help="synthetic source"), study: int = STUDY_OPTION,
+        params_path: str = PARAMS_OPTION) -> None:
+    """FID of a source's shards against the reference statistics (written to metrics/fid/study<K>/SOURCE.json)."""
     from synthaug.metrics.fid import (compute_features, frechet_distance, load_features, load_stats,
                                       stats_from_activations, validate_sample_count)
     from synthaug.metrics.kid import kernel_inception_distance
 
-    params, runtime = load_stage(params_path, log_runtime=False)  # Inception's precision is fid.precision
+    params, runtime = load_stage(params_path, log_runtime=False, study=study)  # Inception's: fid.precision
+    chain = Chain(study)
     if source not in SOURCE_FAMILY:
         raise ConfigError(f"unknown source '{source}' (known: {', '.join(SOURCE_FAMILY)})")
     f = params.fid
@@ -79,10 +81,10 @@ def fid(source: str = typer.Argument(..., help="synthetic source"), params_path:
         raise ConfigError(f"fid.precision: Inception runs in {runtime.describe()['precision']}, but {FID_REF} was "
                           f"computed in {ref_meta.get('precision')}; re-run `dvc repro fid_ref`")
     ref_features = load_features(FID_REF)
-    images, labels = read_shards(require(SYNTH_DIR / source, f"sample@{source}"))
+    images, labels = read_shards(require(chain.shards(source), chain.sample_item(source)))
     n = min(f.num_images, len(labels))
     validate_sample_count(n, f.dims)
-    with stage_run(f"fid@{source}", params.dataset.name,
+    with stage_run(chain.fid_item(source), params.dataset.name,
                    params={"fid": as_dict(f), "ref_split": ref_meta["split"], **runtime.describe()}) as run:
         idx = class_balanced_subset(labels, n, params.seed)
         features = compute_features(images[idx], f.dims, runtime, f.batch_size)
@@ -91,12 +93,12 @@ def fid(source: str = typer.Argument(..., help="synthetic source"), params_path:
         metrics = {"fid": value, "kid": kid, "kid_std": kid_std, "num_images": n,
                    "ref_num_images": ref_meta["num_images"], "dims": f.dims}
         # The features (what `analyse` reads) and the FID they gave are replaced together, or neither is.
-        with replace_together(FEATURES / f"{source}.npz", METRICS / "fid" / f"{source}.json") as (feats, record):
+        with replace_together(chain.features(source), chain.metrics("fid") / f"{source}.json") as (feats, record):
             save_npz(feats, features=features.astype(np.float32), labels=labels[idx])
             write_metrics(record, {**metrics, "ref_split": ref_meta["split"],
-                                   "inputs": input_ids(synth_dir=SYNTH_DIR, sources=[source])})
+                                   "inputs": input_ids(synth_dir=chain.synthetic, sources=[source])})
         run.log_metrics(metrics)
         run.set_tags({"source": source, "ref_split": ref_meta["split"]})
-    print(f"fid@{source}: {value:.2f}, KID {kid:.4f} ± {kid_std:.4f} ({n} images vs {ref_meta['num_images']} "
+    print(f"{chain.fid_item(source)}: {value:.2f}, KID {kid:.4f} ± {kid_std:.4f} ({n} images vs {ref_meta['num_images']} "
           f"{ref_meta['split']} images, "
           f"dims {f.dims}; dataset {load_meta(REAL_DIR)['dataset']})")

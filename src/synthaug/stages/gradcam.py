@@ -1,6 +1,6 @@
 """`gradcam`: where each arm's classifier looks, on the same fixed real test images.
 
-Reads the weights the classify stages keep (`models/classify/<arm>.pt`: the study's first fraction, first seed) for
+Reads the weights the classify stages keep (`models/study<K>/classify/<arm>.pt`: the first fraction, first seed) for
 `real`, every `real+SOURCE`, every `synth:SOURCE` and `real+all`; computes Grad-CAM maps for the true class
 (`synthaug.metrics.gradcam`) on `gradcam.images_per_class` seeded test images per class; writes each arm's
 attention statistics against `real`'s (metrics/gradcam.json), a grid per source (reports/gradcam/<source>.png:
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthaug.study.arms import arm_slug, classify_stage, study_arms
+from synthaug.study.arms import arm_slug, study_arms
 from synthaug.data.groups import pick_per_class
 from synthaug.data.real import load_meta, load_prepared
 from synthaug.core.lineage import NO_LINEAGE, merged
-from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, classifier_weights, load_stage,
-                                    require, stage_command, write_metrics)
+from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, STUDY_OPTION, analysed_chain,
+                                    load_stage, require, stage_command, write_metrics)
 from synthaug.core.storage import replace_together
 from synthaug.core.tracking import stage_run
 
@@ -24,17 +24,17 @@ GRID_CLASSES = 10  # the grids show the first ten classes (CUB has 200)
 
 
 @stage_command
-def gradcam(params_path: str = PARAMS_OPTION) -> None:
-    """Grad-CAM maps and attention statistics of every arm's classifier against the real arm's."""
+def gradcam(study: int = STUDY_OPTION, params_path: str = PARAMS_OPTION) -> None:
+    """Grad-CAM maps and attention statistics of every arm's classifier (one study seed's) against the real arm's."""
     from synthaug.study.classification import load_classifier
     from synthaug.figures.gradcam_plots import save_gradcam_grid
     from synthaug.metrics.gradcam import compare_to_reference, foreground_masks, grad_cams
     from synthaug.core.arrays import to_model_range
 
     params, runtime = load_stage(params_path)
-    g = params.gradcam
+    g, chain = params.gradcam, analysed_chain(params, study)
     arms = study_arms(params)
-    paths = {arm: require(classifier_weights(arm_slug(arm)), classify_stage(arm)) for arm in arms}
+    paths = {arm: require(chain.classifier_weights(arm_slug(arm)), chain.classify_item(arm)) for arm in arms}
     meta = load_meta(require(REAL_DIR, "prepare"))
     test = load_prepared(REAL_DIR, "test")
     picks = pick_per_class(test.labels, range(meta["num_classes"]), g.images_per_class, params.seed)
@@ -63,10 +63,11 @@ def gradcam(params_path: str = PARAMS_OPTION) -> None:
         for path, rows in figures.items():
             save_gradcam_grid(staged[path], images[where], {a: cams[a][where] for a in rows}, captions,
                               f"{params.dataset.name}: Grad-CAM for the true class (classifiers at "
-                              f"{first_fraction:g} of the real data, seed {about['real']['seed']}; synth: none)")
+                              f"{first_fraction:g} of the real data, study seed {study}, seed {about['real']['seed']}; "
+                              "synth: none)")
         write_metrics(metrics_path, record)
     with stage_run("gradcam", params.dataset.name,
-                   params={"images": int(len(idx)), "mask_threshold": g.mask_threshold,
+                   params={"images": int(len(idx)), "mask_threshold": g.mask_threshold, "study_seed": study,
                            "fraction": first_fraction, "seed": about["real"]["seed"], "arms": len(arms)}) as run:
         run.log_metrics(metrics)
         for path in figures:

@@ -15,21 +15,18 @@ from synthaug.generators.inversion import PREVIEW, invert as invert_groups, prev
 from synthaug.metrics.group_following import inception_following
 from synthaug.figures.plots import save_curves_png, save_grid_png
 from synthaug.stages.fid import fid_runtime  # Inception's precision, as the fid stage's
-from synthaug.stages.common import (METRICS, MODELS, PARAMS_OPTION, PLOTS, REAL_DIR, REPORTS, is_main_process,
-                                    load_stage, require, seen_real_images, stage_command, write_metrics)
+from synthaug.stages.common import (PARAMS_OPTION, REAL_DIR, STUDY_OPTION, Chain, is_main_process, load_stage, require,
+                                    seen_real_images, stage_command, write_metrics)
 from synthaug.core.storage import replace_together, save_json, sha256_file
 from synthaug.core.tracking import GRID_ARTIFACT, LOSS_ARTIFACT, stage_run
 from synthaug.generators.training import fingerprint_of
 
-CHECKPOINT = MODELS / "dinv" / "checkpoint.pt"  # the learned vectors (+ optimiser state, for resuming)
-
-
 @stage_command
-def invert(params_path: str = PARAMS_OPTION) -> None:
+def invert(study: int = STUDY_OPTION, params_path: str = PARAMS_OPTION) -> None:
     """Learn one embedding per group of `invert.group_size` real training images (resumes if killed)."""
-    params, runtime = load_stage(params_path, data_parallel=True)
-    p = params.invert
-    diffusion = require(MODELS / "diffusion" / "checkpoint.pt", "train@diffusion")
+    params, runtime = load_stage(params_path, data_parallel=True, study=study)
+    p, chain = params.invert, Chain(study)
+    diffusion = require(chain.checkpoint("diffusion"), chain.train_item("diffusion"))
     meta = load_meta(require(REAL_DIR, "prepare"))
     split = load_prepared(REAL_DIR, "train")
     # Inversion sees only what the generators saw: groups are drawn from the generator_fraction subset.
@@ -43,20 +40,21 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
               **runtime.describe()}
     fingerprint = fingerprint_of(logged, meta.get("source"), sha256_file(diffusion),  # logged: runtime.describe()
                                  code=training_code(inversion, __name__))
-    with stage_run("invert", params.dataset.name, params=logged) as run:
+    with stage_run(chain.train_item("dinv"), params.dataset.name, params=logged) as run:
         # "follows its group" (issue 13) in the FID network's feature space, in fp32 as the fid stage
         scorer = partial(inception_following, dims=params.fid.dims,
                          runtime=fid_runtime(runtime, params.fid.precision), batch_size=params.fid.batch_size)
         main = is_main_process()  # under torchrun: every rank learns the vectors, rank 0 scores and writes
-        result = invert_groups(split.images, members, group_labels, diffusion, params, runtime, CHECKPOINT,
+        result = invert_groups(split.images, members, group_labels, diffusion, params, runtime,
+                               chain.checkpoint("dinv"),
                                run.log_metrics, fingerprint=fingerprint, score_groups=scorer if main else None)
         if not main:
             return
         result.summary = {k: v for k, v in result.summary.items() if math.isfinite(v)}  # one group: no interval
-        curves = PLOTS / "invert" / "dinv.png"
-        outputs = [PLOTS / "invert" / "dinv.json", curves, METRICS / "invert.json"]
+        curves = chain.plots("invert") / "dinv.png"
+        outputs = [chain.plots("invert") / "dinv.json", curves, chain.metrics_file("invert")]
         preview = PREVIEW in result.images  # absent with invert.preview_groups 0
-        with replace_together(*outputs, *([REPORTS / "grids" / PREVIEW] if preview else [])) as staged:
+        with replace_together(*outputs, *([chain.grids / PREVIEW] if preview else [])) as staged:
             save_json(staged[0], result.history)
             save_curves_png(staged[1], result.history, "invert: denoising loss of the learned embeddings")
             write_metrics(staged[2], {"steps": result.steps, "train_images": int(members.size),
@@ -68,7 +66,7 @@ def invert(params_path: str = PARAMS_OPTION) -> None:
         run.log_artifact_as(curves, LOSS_ARTIFACT)  # one name in every run: compare view
         run.log_metrics(result.summary)
         if preview:
-            run.log_artifact_as(REPORTS / "grids" / PREVIEW, GRID_ARTIFACT)
+            run.log_artifact_as(chain.grids / PREVIEW, GRID_ARTIFACT)
     print(f"invert: {len(group_labels)} groups of {p.group_size}; denoising loss {result.summary['loss_learned']:.4f} "
           f"with learned embeddings vs {result.summary['loss_class_embedding']:.4f} with class embeddings")
     if "follows_margin" in result.summary:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from synthaug.study.report_answer import unit
 from synthaug.stages.common import StageError, stage_command
 from synthaug.core.storage import StorageError, atomic_path
 
@@ -43,7 +44,7 @@ def study_block(summary: dict) -> str:
         out += [f"From `reports/summary.md`, made at commit `{lineage.get('commit')}`{dirty}; every one of its "
                 f"{lineage.get('records', 0)} records descends from the current upstream outputs. Dataset "
                 f"`{ctx['dataset']}`, classifiers `{ctx['arch']}` ({ctx['steps']} steps of {ctx['batch_size']}), "
-                f"{len(ctx['seeds'])} classifier seeds, generators on {ctx['generator_images']:,} real images.", ""]
+                f"intervals over {unit(ctx)}, generators on {ctx['generator_images']:,} real images.", ""]
         out += [f"{i}. {line}" for i, line in enumerate(summary["answer"], 1)]
     return "\n".join(out)
 

@@ -9,11 +9,12 @@ from synthaug.core.config import real_curve_fractions
 from synthaug.data.fractions import fraction_key, load_fractions
 from synthaug.data.real import load_meta
 from synthaug.figures.plots import save_accuracy_png, save_gain_png, save_quality_png
-from synthaug.core.lineage import check, current_ids
-from synthaug.study.report import (collect, headline_metrics, lineage_records, markdown, pending_sources,
-                             seen_by_generators, summarise)
-from synthaug.stages.common import (FRACTIONS, METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, SYNTH_DIR, load_stage,
-                                    require, stage_command, write_metrics)
+from synthaug.core.lineage import current_ids
+from synthaug.study.report import (collect, headline_metrics, lineage_problems, lineage_records, markdown,
+                                   pending_sources, seen_by_generators, summarise)
+from synthaug.study.report_answer import unit
+from synthaug.stages.common import (METRICS, PARAMS_OPTION, REAL_DIR, REPORTS, Chain, load_stage, require,
+                                    stage_command, write_metrics)
 from synthaug.core.storage import atomic_path, replace_together, save_json
 from synthaug.core.tracking import code_state, repo_root, stage_run
 
@@ -30,10 +31,11 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     """Summarise the study's metrics into reports/ (markdown, JSON, PNG figures, DVC plot data)."""
     params, _ = load_stage(params_path, log_runtime=False)  # computes no network
     meta = load_meta(require(REAL_DIR, "prepare"))
-    subsets = load_fractions(require(FRACTIONS, "prepare"))
+    subsets = load_fractions(require(Chain(params.study_seeds[0]).fractions, "prepare"))  # sizes: same in every chain
     c = params.classify
     context = {"dataset": params.dataset.name, "arch": c.model.arch, "steps": c.model.steps,
                "batch_size": c.model.batch_size, "synthetic_ratio": c.synthetic_ratio, "seeds": list(c.seeds),
+               "study_seeds": list(params.study_seeds),
                "sources": list(params.sources), "fractions": sorted(params.fractions),
                "real_fractions": real_curve_fractions(params), "headline_fraction": min(params.fractions),
                "generator_fraction": params.generator_fraction, "train_images": meta["counts"]["train"],
@@ -42,11 +44,12 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     context["pending_sources"] = pending  # a study in progress reports what has run and names the rest
     inputs = collect(METRICS, params, tuple(pending))
     done = [s for s in params.sources if s not in pending]
-    records = lineage_records(inputs, done)
-    stale = check(records, current_ids(REAL_DIR, FRACTIONS, SYNTH_DIR, done))
+    current = {k: current_ids(REAL_DIR, Chain(k).fractions, Chain(k).synthetic, done) for k in params.study_seeds}
+    stale = lineage_problems(inputs, done, current)
+    records = sum(len(r) for r in lineage_records(inputs, done).values())
     for item, why in sorted(stale.items()):
         log.warning("report: %s is stale (%s): no answer lines from a mixed state", item, "; ".join(why))
-    context["lineage"] = {"stale": stale, "records": len(records), **code_state(repo_root())}
+    context["lineage"] = {"stale": stale, "records": records, **code_state(repo_root())}
     summary = summarise(inputs, context)
     cells, seen = summary["cells"], seen_by_generators(context)
     series: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
@@ -60,7 +63,7 @@ def report(params_path: str = PARAMS_OPTION) -> None:
     figures = {"accuracy_vs_real_images.png": lambda p: save_accuracy_png(
                    p, series, f"{params.dataset.name}: accuracy against real images ({seen})"),
                "gain_per_source.png": lambda p: save_gain_png(
-                   p, gains, f"paired gain over real, {len(c.seeds)} seeds ({seen})"),
+                   p, gains, f"paired gain over real, {unit(context)} ({seen})"),
                "quality_vs_gain.png": lambda p: save_quality_png(
                    p, quality, f"quality against usefulness at {head:g} of the real data ({seen})")}
     # The figures experiments are compared by, in one small DVC metrics file: `dvc exp show --drop '.*' --keep

@@ -41,7 +41,7 @@ VIEWS: dict[str, tuple[str, dict]] = {
                      {"searchFilter": "attributes.run_name LIKE 'fid@%'", "orderByKey": "metrics.`fid`",
                       "orderByAsc": True, "selectedColumns": _columns("fid", "kid", "num_images")}),
     "synthaug-classifiers": ("every classifier's test accuracy, arm and seed, best first",
-                             {"searchFilter": "attributes.run_name LIKE 'classify@%'",
+                             {"searchFilter": "attributes.run_name LIKE 'classify_% %'",
                               "orderByKey": "metrics.`test_accuracy`", "orderByAsc": False,
                               "selectedColumns": _columns("test_accuracy") + ["params.`arm`", "params.`fraction`",
                                                                               "params.`seed`"]}),

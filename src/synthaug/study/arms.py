@@ -1,8 +1,8 @@
 """The study's arms (DESIGN §1): their names, which data each uses, and which runs a params file defines.
 
-One classify stage item serves one arm and trains all of its runs (every fraction and seed it has), so the
-process start-up is paid once per arm, not once per classifier. Each run leaves a record
-`metrics/classify/<arm>/<run>.json`; the arm's summary is `metrics/classify/<arm>.json`.
+One classify stage item serves one arm of one study seed's chain and trains all of its runs (every fraction and
+classifier seed it has), so the process start-up is paid once per arm, not once per classifier. Each run leaves a
+record `metrics/classify/study<K>/<arm>/<run>.json`; the arm's summary is `metrics/classify/study<K>/<arm>.json`.
 """
 
 from __future__ import annotations
@@ -52,16 +52,15 @@ def analysed_run(arm: str, params: Params) -> tuple[float | None, int]:
     return (None if arm.startswith("synth:") else min(params.fractions)), params.classify.seeds[0]
 
 
-def classify_stage(arm: str) -> str:
-    """The dvc.yaml stage item that trains an arm, e.g. `classify_mixed@vae` for `real+vae`."""
-    if arm in ("real", "real+all"):
-        return {"real": "classify_real", "real+all": "classify_all"}[arm]
-    return f"classify_mixed@{arm[5:]}" if arm.startswith("real+") else f"classify_synth@{arm[6:]}"
-
-
 def arm_slug(arm: str) -> str:
     """File-system-safe name of an arm, e.g. `real+vae`, `synth-vae`."""
     return arm.replace(":", "-")
+
+
+def run_seed(study: int, seed: int) -> int:
+    """The seed a classifier run trains with (initial weights, batch order, crops): its classifier seed inside its
+    study seed's chain, so that no two chains share a classifier's randomness (study 0: the classifier seed)."""
+    return seed + 1_000_003 * study
 
 
 def run_slug(fraction: float | None, seed: int) -> str:

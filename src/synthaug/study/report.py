@@ -12,64 +12,102 @@ from pathlib import Path
 
 import numpy as np
 
-from synthaug.study.arms import arm_runs, arm_slug, classify_stage, parse_arm, run_slug, study_arms
+from synthaug.core.layout import Chain
+from synthaug.study.arms import arm_runs, arm_slug, parse_arm, run_slug, study_arms
 from synthaug.data.fractions import fraction_key
 from synthaug.core.lineage import check, refresh_command
-from synthaug.study.report_answer import answer_lines, pts, randomness, trend_over_fractions, worth
+from synthaug.study.report_answer import (answer_lines, pts, randomness, replicate, trend_over_fractions, unit,
+                                          worth)
 from synthaug.study.report_gradcam import gradcam_section
 from synthaug.core.storage import load_json
 from synthaug.study.study_stats import (bonferroni_level, detectable_gain, mean_ci, paired_gain, real_images_equivalent,
                                   significant, spearman)
 
 
-def _record(metrics_dir: Path, arm: str, fraction: float | None, seed: int) -> Path:
-    return metrics_dir / "classify" / arm_slug(arm) / f"{run_slug(fraction, seed)}.json"
+def _metrics(metrics_dir: Path, kind: str, study: int) -> Path:
+    return metrics_dir / kind / Chain(study).name
+
+
+def _record(metrics_dir: Path, study: int, arm: str, fraction: float | None, seed: int) -> Path:
+    return _metrics(metrics_dir, "classify", study) / arm_slug(arm) / f"{run_slug(fraction, seed)}.json"
 
 
 def pending_sources(metrics_dir: Path, params) -> list[str]:
-    """Sources of a study in progress whose stages have not all run (no FID, sample metrics or classifier records
-    yet): the report covers the others and names these."""
+    """Sources of a study in progress whose stages have not all run in every study seed's chain (no FID, sample
+    metrics or classifier records yet): the report covers the others and names these."""
     def done(s: str) -> bool:
-        files = [metrics_dir / "fid" / f"{s}.json", metrics_dir / "sample" / f"{s}.json",
-                 *(_record(metrics_dir, arm, f, seed) for arm in (f"real+{s}", f"synth:{s}")
-                   for f, seed in arm_runs(arm, params))]
+        files = [f for k in params.study_seeds for f in (
+            _metrics(metrics_dir, "fid", k) / f"{s}.json", _metrics(metrics_dir, "sample", k) / f"{s}.json",
+            *(_record(metrics_dir, k, arm, f, seed) for arm in (f"real+{s}", f"synth:{s}")
+              for f, seed in arm_runs(arm, params)))]
         return all(f.is_file() for f in files)
     return [s for s in params.sources if not done(s)]
 
 
+def _mean_of(parts: list[dict]) -> dict:
+    """Per key, the mean over study seeds of the numbers the chains' metrics files hold (other values: the first's)."""
+    out = dict(parts[0])
+    for key, value in parts[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [p.get(key) for p in parts]
+            if all(isinstance(v, (int, float)) for v in values):
+                out[key] = float(np.mean(values))
+    return out
+
+
 def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
-    """Exactly the metrics files the current params define (stale files of other settings are ignored);
-    a missing one is an error naming it. Sources in `pending` are left out, and with them `real+all`."""
+    """Exactly the metrics files the current params define, for every study seed's chain (stale files of other
+    settings are ignored); a missing one is an error naming it. Sources in `pending` are left out, and with them
+    `real+all`. Per-source figures (FID, sample quality, label fidelity) are means over the study seeds; the
+    analyses (analyse, gradcam, invert's "follows its group") are the first study seed's chain's."""
     sources = [s for s in params.sources if s not in pending]
     arms = [a for a in study_arms(params) if not set(parse_arm(a, params)[1]) & set(pending)]  # real+all: all
-    runs = [load_json(_record(metrics_dir, arm, f, s)) for arm in arms for f, s in arm_runs(arm, params)]
+    chains = {}
+    for k in params.study_seeds:
+        chains[k] = {"runs": [{"study_seed": k, **load_json(_record(metrics_dir, k, arm, f, s))}
+                              for arm in arms for f, s in arm_runs(arm, params)],
+                     "fid": {s: load_json(_metrics(metrics_dir, "fid", k) / f"{s}.json") for s in sources},
+                     "sample": {s: load_json(_metrics(metrics_dir, "sample", k) / f"{s}.json") for s in sources},
+                     "fidelity": load_json(metrics_dir / "fidelity" / f"{Chain(k).name}.json")}
+    first = params.study_seeds[0]
     analysis = metrics_dir / "analysis.json"  # absent while a study in progress has not run `analyse` yet
     gradcam = metrics_dir / "gradcam.json"  # likewise for `gradcam`
-    invert = metrics_dir / "invert.json"  # dinv's "follows its group" figure (absent in older studies)
-    return {"runs": runs,
+    invert = metrics_dir / "invert" / f"{Chain(first).name}.json"  # dinv's "follows its group" figure
+    per = list(chains.values())
+    return {"runs": [r for c in per for r in c["runs"]], "chains": chains,
             "invert": load_json(invert) if "dinv" in sources and invert.is_file() else {},
             "gradcam": load_json(gradcam) if gradcam.is_file() else {},
-            "fid": {s: load_json(metrics_dir / "fid" / f"{s}.json") for s in sources},
-            "sample": {s: load_json(metrics_dir / "sample" / f"{s}.json") for s in sources},
-            "fidelity": load_json(metrics_dir / "fidelity.json"),
+            "fid": {s: _mean_of([c["fid"][s] for c in per]) for s in sources},
+            "sample": {s: _mean_of([c["sample"][s] for c in per]) for s in sources},
+            "fidelity": _mean_of([c["fidelity"] for c in per]),
             "analysis": load_json(analysis) if analysis.is_file() else {}}
 
 
-def lineage_records(inputs: dict, sources: list[str]) -> list[tuple[str, dict | None, tuple[str, ...]]]:
-    """(stage item, inputs it recorded, inputs it must name) of every record `collect` gathered: classifier records,
-    FIDs, label fidelity, and the analyses where they have run (`synthaug.core.lineage.check` takes them)."""
+def lineage_records(inputs: dict, sources: list[str]) -> dict[int, list[tuple[str, dict | None, tuple[str, ...]]]]:
+    """Per study seed, (stage item, inputs it recorded, inputs it must name) of every record `collect` gathered:
+    classifier records, FIDs, label fidelity, and the analyses (the first chain's) where they have run
+    (`synthaug.core.lineage.check` takes each chain's against that chain's current files)."""
     every = tuple(f"synthetic/{s}" for s in sources)
-    records = [(classify_stage(r["arm"]), r.get("inputs"), ()) for r in inputs["runs"]]
-    records += [(f"fid@{s}", m.get("inputs"), (f"synthetic/{s}",)) for s, m in inputs["fid"].items()]
-    records.append(("fidelity", inputs["fidelity"].get("inputs"), every))
-    records += [(stage, inputs[key].get("inputs"), every if key == "analysis" else ())
-                for stage, key in (("analyse", "analysis"), ("gradcam", "gradcam")) if inputs[key]]
-    return records
+    out = {}
+    for k, got in inputs["chains"].items():
+        chain = Chain(k)
+        records = [(chain.classify_item(r["arm"]), r.get("inputs"), ()) for r in got["runs"]]
+        records += [(chain.fid_item(s), m.get("inputs"), (f"synthetic/{s}",)) for s, m in got["fid"].items()]
+        records.append((chain.fidelity_item, got["fidelity"].get("inputs"), every))
+        out[k] = records
+    first = next(iter(inputs["chains"]))
+    out[first] += [(stage, inputs[key].get("inputs"), every if key == "analysis" else ())
+                   for stage, key in (("analyse", "analysis"), ("gradcam", "gradcam")) if inputs[key]]
+    return out
 
 
-def lineage_problems(inputs: dict, sources: list[str], current: dict[str, str]) -> dict[str, list[str]]:
-    """{stage item: why} for every record that does not descend from the current upstream outputs."""
-    return check(lineage_records(inputs, sources), current)
+def lineage_problems(inputs: dict, sources: list[str], current: dict[int, dict[str, str]]) -> dict[str, list[str]]:
+    """{stage item: why} for every record that does not descend from its chain's current upstream outputs
+    (`current`: per study seed, `synthaug.core.lineage.current_ids` of that chain)."""
+    stale: dict[str, list[str]] = {}
+    for k, records in lineage_records(inputs, sources).items():
+        stale.update(check(records, current[k]))
+    return stale
 
 
 # The `analyse` stage's per-source scores the report shows (metrics/analysis.json holds them as `key.source`).
@@ -81,9 +119,22 @@ CORRELATED = ("fid", "kid", "label_fidelity", "precision", "recall", "density", 
 
 
 def _by_cell(runs: list[dict]) -> dict[tuple[str, float | None], dict[int, dict]]:
+    """{(arm, fraction): {unit: record}}: the unit an interval is over. With one study seed, each classifier seed;
+    with several, each study seed, holding the mean accuracy of its classifier seeds: the chains are the
+    independent replicates (their subsets, generators and samples differ), the classifier seeds inside one chain
+    are not, so an interval over all runs alone would leave out the generators' randomness."""
+    studies = {r.get("study_seed", 0) for r in runs}
     cells: dict[tuple[str, float | None], dict[int, dict]] = defaultdict(dict)
+    if len(studies) <= 1:
+        for r in runs:
+            cells[(r["arm"], r["fraction"])][r["seed"]] = r
+        return cells
+    grouped: dict[tuple[str, float | None, int], list[dict]] = defaultdict(list)
     for r in runs:
-        cells[(r["arm"], r["fraction"])][r["seed"]] = r
+        grouped[(r["arm"], r["fraction"], r["study_seed"])].append(r)
+    for (arm, fraction, study), rs in grouped.items():
+        cells[(arm, fraction)][study] = {**rs[0], "test_accuracy": float(np.mean([r["test_accuracy"] for r in rs])),
+                                         "classifier_runs": len(rs)}
     return cells
 
 
@@ -186,9 +237,11 @@ def provenance(lineage: dict) -> str:
 def header(ctx: dict) -> list[str]:
     lines = [f"Dataset `{ctx['dataset']}`. Classifiers `{ctx['arch']}`, {ctx['steps']} steps of {ctx['batch_size']} "
              f"each, {ctx['synthetic_ratio']:g} of every mixed batch synthetic, evaluated on the real test split; "
-             f"{len(ctx['seeds'])} seeds ({', '.join(map(str, ctx['seeds']))}). Accuracy: mean ± 95% t-interval. "
-             "Gain: the paired difference to `real` per seed, in points, with its own interval; significant "
-             "only when that interval excludes 0.", randomness(ctx)]
+             f"{len(ctx['seeds'])} classifier seeds ({', '.join(map(str, ctx['seeds']))}) in each of "
+             f"{len(ctx.get('study_seeds', [0]))} study seeds ({', '.join(map(str, ctx.get('study_seeds', [0])))}). "
+             f"Accuracy: mean ± 95% t-interval over {unit(ctx)}. Gain: the paired difference to `real` per "
+             f"{replicate(ctx)[:-1]}, in points, with its own interval; significant only when that interval excludes "
+             "0.", randomness(ctx)]
     if ctx["generator_fraction"] >= 1.0:
         lines.append(f"**Generators and inversion saw all {ctx['train_images']:,} real training images** "
                      "(`generator_fraction: 1.0`), including images that classifiers at smaller fractions were "

@@ -59,11 +59,33 @@ def trend_over_fractions(cells: list[dict], acc: dict) -> dict | None:
             "seeds": len(seeds), "sources": len(arms)}
 
 
+def unit(ctx: dict) -> str:
+    """What an interval is over: the replicates of the design, in words."""
+    studies = ctx.get("study_seeds", [0])
+    if len(studies) > 1:
+        return f"{len(studies)} study seeds (each the mean of its {len(ctx['seeds'])} classifier seeds)"
+    return f"{len(ctx['seeds'])} classifier seeds"
+
+
+def replicate(ctx: dict) -> str:
+    """The replicate's name (what more of would narrow an interval)."""
+    return "study seeds" if len(ctx.get("study_seeds", [0])) > 1 else "classifier seeds"
+
+
 def randomness(ctx: dict) -> str:
     """In words, which randomness the intervals cover."""
+    studies = ctx.get("study_seeds", [0])
+    if len(studies) > 1:
+        return (f"The intervals are over {len(studies)} study seeds: each draws its own nested real subsets, trains "
+                f"its own generators and inversion, samples its own images and trains its own {len(ctx['seeds'])} "
+                "classifier seeds (initial weights, batch order, crops), whose mean is its value; so they cover the "
+                "generators' training randomness as well as the classifiers'. Per-source FID, sample quality and "
+                "label fidelity are means over the study seeds; the analyses (precision/recall, Grad-CAM, "
+                f"inversion's group following) are study seed {studies[0]}'s.")
     return (f"The intervals are over {len(ctx['seeds'])} classifier seeds: each seed draws its classifiers' initial "
             "weights, batch order and crops, while the real subsets, the generators and their samples are one run "
-            "shared by every seed, so no interval covers the generators' own training randomness.")
+            f"(study seed {studies[0]}) shared by every seed, so no interval covers the generators' own training "
+            "randomness.")
 
 
 def answer_lines(summary: dict) -> list[str]:
@@ -85,7 +107,7 @@ def answer_lines(summary: dict) -> list[str]:
             line += "; a lead only (its 95% interval excludes 0, the corrected one does not): " + "; ".join(leads)
         return line
 
-    lines = [verdict(+1, "help") + f" ({len(ctx['seeds'])} classifier seeds; paired gain over `real` in points, "
+    lines = [verdict(+1, "help") + f" ({unit(ctx)}; paired gain over `real` in points, "
              "95% t-interval).", verdict(-1, "hurt") + "."]
     head = [c for c in mixed if c["fraction"] == ctx["headline_fraction"]]
     if head:
@@ -96,7 +118,8 @@ def answer_lines(summary: dict) -> list[str]:
         if best["gain_ci95"] > TARGET_HALFWIDTH:
             need = seeds_for_halfwidth(best["gain_sd"], TARGET_HALFWIDTH)
             line += (f" Its interval is wider than ± {pts(TARGET_HALFWIDTH)} points; at the spread measured, "
-                     + (f"about {need} seeds would narrow it to that." if need else "no number of seeds would."))
+                     + (f"about {need} {replicate(ctx)} would narrow it to that." if need
+                        else f"no number of {replicate(ctx)} would."))
         lines.append(line)
     else:
         lines.append("No mixed arm ran at the headline fraction.")
@@ -107,7 +130,7 @@ def answer_lines(summary: dict) -> list[str]:
                 else "no trend across fractions can be told from the noise")
         lines.append(f"Mean gain over {trend['sources']} sources: {pts(trend['at_from'], True)} points at "
                      f"{trend['from']:g} of the real data, {pts(trend['at_to'], True)} at {trend['to']:g}; the change, "
-                     f"{pts(trend['change'], True)} ± {pts(trend['ci95'])} (95% t over {trend['seeds']} seeds), says "
+                     f"{pts(trend['change'], True)} ± {pts(trend['ci95'])} (95% t over {trend['seeds']} {replicate(ctx)}), says "
                      f"{sure}.")
     elif mixed:
         g = [c["gain"] for c in mixed]
