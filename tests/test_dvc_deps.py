@@ -53,7 +53,9 @@ def test_invert_stage_deps_are_the_fingerprinted_code():
 PACKAGES = {"synthaug", "synthaug.core", "synthaug.study", "synthaug.figures", "synthaug.data", "synthaug.metrics",
             "synthaug.nets", "synthaug.objectives", "synthaug.stages"}
 # synthaug.core.distributed (process groups, gradient all-reduce) is imported by stages.common, like the runtime.
-PLUMBING = {"synthaug.core.distributed", "synthaug.core.config", "synthaug.core.storage", "synthaug.core.tracking", "synthaug.core.runtime", "synthaug.stages.common",
+# synthaug.core.progress (the run's progress journal and estimate, `python -m synthaug status`) too: it records
+# when a stage runs and how far it got, never what it computes.
+PLUMBING = {"synthaug.core.distributed", "synthaug.core.progress", "synthaug.core.config", "synthaug.core.storage", "synthaug.core.tracking", "synthaug.core.runtime", "synthaug.stages.common",
             "synthaug.data.real", "synthaug.data.shards", "synthaug.data.errors", "synthaug.core.lineage"}
 
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("synthaug.stages.report", "report"),
     "ui": ("synthaug.stages.ui", "ui"),  # not a stage: MLflow's server on the repo's store
     "readme": ("synthaug.stages.readme", "readme"),  # not a stage: README's study section from the report
+    "status": ("synthaug.stages.status", "status"),  # not a stage: where `dvc repro` stands, while it runs
 }
 HELP = "synthaug: does synthetic data from generative models make an image classifier better?"
 

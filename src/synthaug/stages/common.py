@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import typer
 
-from synthaug.core import distributed
+from synthaug.core import distributed, progress
 from synthaug.core.config import ConfigError, Params, load_params, with_study
 # The on-disk layout and each study seed's chain, re-exported for the stages (one place: synthaug.core.layout).
 from synthaug.core.layout import FID_REF, FRACTIONS_DIR, METRICS, REAL_DIR, REPORTS, Chain  # noqa: F401
@@ -88,6 +88,7 @@ def load_stage(params_path: str | Path, data_parallel: bool = False, log_runtime
         distributed.relaunch(params.processes)
     runtime = make_runtime(params.device, params.precision)
     distributed.init(distributed.from_env(), runtime.device.type)
+    progress.stage_started()  # under `dvc repro`: the run's journal, and "stage 7 of 42 (...): ~1 h left" in the log
     seed_everything(params.seed)
     if log_runtime:
         log.info("runtime: %s", runtime.describe())
