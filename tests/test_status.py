@@ -201,11 +201,14 @@ def test_estimates_come_from_this_machines_last_run_then_mlflow_scaled_then_a_de
     runs = MlflowClient(tracking_uri=tracking_uri()).search_runs(["1"])
     recorded = {r.data.tags["dvc.stage"]: (r.info.end_time - r.info.start_time) / 1000 for r in runs}
     journal = progress.read_journal(scratch)
-    scale = journal["a"]["last"]["seconds"] / recorded["a"]
+    start_up = journal["a"]["last"]["seconds"] - recorded["a"]  # what a stage process does outside its MLflow run
     est = progress.estimates(scratch, ["a", "b@x", "c@0", "c@1", "train_vae@0", "fid_ref"], journal)
     assert est["a"] == (journal["a"]["last"]["seconds"], "this machine's last run")
-    assert est["c@0"][0] == pytest.approx(recorded["c@0"] * scale)
-    assert est["c@0"][1] == f"MLflow record x{scale:.2g}"
+    assert est["c@0"][0] == pytest.approx(recorded["c@0"] + start_up)
+    assert est["c@0"][1] == f"MLflow record + {progress.duration(start_up)} start-up"
+    # another host's record: scaled by the ratio of this machine's durations to that host's, item by item
+    assert progress._mlflow_estimate(10.0, "gpu1", "here", [(30.0, 10.0), (8.0, 2.0), (50.0, 20.0)]) == (
+        30.0, "MLflow record from gpu1 x3")
     assert est["c@1"] == (progress.DEFAULT_OTHER, "default guess")
     assert est["train_vae@0"] == (progress.DEFAULT_SECONDS["train"], "default guess")  # a matrix stage's family
     assert est["fid_ref"] == (progress.DEFAULT_SECONDS["fid_ref"], "default guess")
@@ -214,6 +217,27 @@ def test_estimates_come_from_this_machines_last_run_then_mlflow_scaled_then_a_de
     journal["a"]["last"]["host"] = "elsewhere"
     assert progress.estimates(scratch, ["a"], journal)["a"][1] == "elsewhere's last run, other params"
     assert socket.gethostname() != "elsewhere"
+
+
+def test_a_dvc_repro_that_has_not_started_a_stage_yet_is_seen_in_dvcs_lock_file(scratch):
+    """Before its first stage (while DVC hashes the deps) only DVC's rwlock file names the run."""
+    fake = scratch / "bin" / "dvc"  # a live process whose command line reads `dvc repro c@0`
+    fake.parent.mkdir()
+    fake.write_text("import time; time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, str(fake), "repro", "c@0"], cwd=scratch)
+    try:
+        lock = {"write": {}, "read": {str(scratch / "out-b-x.txt"): [{"pid": proc.pid, "cmd": "dvc repro c@0"}]}}
+        (scratch / ".dvc" / "tmp").mkdir(exist_ok=True)
+        (scratch / ".dvc" / "tmp" / "rwlock").write_text(json.dumps(lock))
+        snap = status_json(scratch)
+        assert snap["starting"] and snap["in_progress"] and snap["run"] == {"dvc_pid": proc.pid, "args": ["repro", "c@0"]}
+        assert [x["item"] for x in snap["left"]] == ["a", "b@x", "c@0"] and snap["done"] == snap["running"] == []
+        text = _sh([sys.executable, "-m", "synthaug", "status"], scratch).stdout
+        assert f"run: `dvc repro c@0` (dvc pid {proc.pid}), in progress: DVC is checking which items" in text
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not status_json(scratch)["in_progress"]  # its process gone: a stale lock file is not a run
 
 
 def test_status_outside_a_dvc_project_is_one_error_line(tmp_path, monkeypatch):

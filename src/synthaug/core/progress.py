@@ -13,8 +13,10 @@ At start a stage logs `stage 7 of 42 (train@vae): ~1 h 20 min left for the rest 
 
 Estimates of an item's duration, first found: its last completed run in this workspace's journal ("this machine's
 last run", or the host's name when another host ran it); the duration of its last stage process recorded in the
-MLflow store (a local sqlite store, read only), scaled by the median ratio of journal to MLflow durations of the
-items that have both ("MLflow record x1.3"); else a coarse default per stage family ("default guess").
+MLflow store (a local sqlite store, read only), plus the median start-up that MLflow's runs do not see when this
+machine recorded it ("MLflow record + 12 s start-up"), scaled by the median ratio of the durations measured both
+ways when another host did ("MLflow record from gpu1 x0.2"); else a coarse default per stage family ("default
+guess").
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from synthaug.core import distributed
+from synthaug.core import distributed, run_plan
 from synthaug.core.runtime import _proc_stat, _stage_state  # the /proc reading that tells a reused pid apart
 from synthaug.core.storage import StorageError, load_json, save_json
 from synthaug.core.tracking import HOST_TAG, PID_TAG
@@ -64,36 +66,6 @@ def read_journal(root: Path) -> dict[str, dict]:
         if isinstance(entry, dict) and "item" in entry:
             entries[entry["item"]] = entry
     return entries
-
-
-def _ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _dvc_args(argv: list[str]) -> list[str] | None:
-    """The arguments after `dvc` when argv runs DVC (`dvc ...`, `python .../bin/dvc ...`, `python -m dvc ...`)."""
-    for i, arg in enumerate(argv[:3]):
-        if os.path.basename(arg) == "dvc" or (arg == "dvc" and i > 0 and argv[i - 1] == "-m"):
-            return argv[i + 1:]
-    return None
-
-
-def dvc_process(pid: int | None = None) -> dict | None:
-    """The `dvc` process this one runs under (walking up its parents in /proc): pid, start time (clock ticks since
-    boot, so a reused pid is told apart) and arguments. None outside DVC or where /proc cannot be read."""
-    try:
-        pid = os.getppid() if pid is None else pid
-        for _ in range(12):
-            if pid <= 1:
-                return None
-            argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
-            args = _dvc_args(argv)
-            if args is not None:
-                return {"pid": pid, "started": _proc_stat(pid)[1], "args": args}
-            pid = _ppid(pid)
-    except (OSError, TypeError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _params_md5(root: Path) -> str:
@@ -200,7 +172,7 @@ def stage_started() -> None:
         return
     root = Path(os.environ.get("DVC_ROOT") or ".")
     try:
-        journal = _StageJournal(root, item, dvc_process())
+        journal = _StageJournal(root, item, run_plan.dvc_process())
     except OSError as e:
         log.warning("progress: cannot write the journal (%s); `python -m synthaug status` will not see %s", e, item)
         return
@@ -266,13 +238,26 @@ def mlflow_durations(root: Path) -> dict[str, tuple[float, str]]:
     return found
 
 
+def _mlflow_estimate(seconds: float, run_host: str, host: str, pairs: list[tuple[float, float]]) -> tuple[float, str]:
+    """An MLflow duration made comparable with a stage process's: `pairs` are (journal, MLflow) seconds of items
+    measured both ways here. A run of this host lacks the process's start-up (imports, params): add the median
+    difference. Another host's run: scale by the median ratio (its speed against this machine's)."""
+    if run_host == host:
+        extra = statistics.median(j - m for j, m in pairs) if pairs else 0.0
+        return seconds + extra, "MLflow record" + (f" + {duration(extra)} start-up" if pairs else "")
+    ratio = statistics.median(j / m for j, m in pairs if m > 0) if pairs else 1.0
+    return seconds * ratio, f"MLflow record from {run_host}" + (f" x{ratio:.2g}" if pairs else "")
+
+
 def estimates(root: Path, items: list[str], journal: dict[str, dict]) -> dict[str, tuple[float, str]]:
     """Item -> (seconds, where the figure comes from) for each of `items` (module docstring: which source wins)."""
     host, params = socket.gethostname(), _params_md5(root)
     measured = {i: e["last"] for i, e in journal.items() if isinstance(e.get("last"), dict)}
     mlflow = mlflow_durations(root)
-    ratios = [measured[i]["seconds"] / mlflow[i][0] for i in measured if i in mlflow and mlflow[i][0] > 0]
-    scale = statistics.median(ratios) if ratios else 1.0
+    pairs: dict[str, list[tuple[float, float]]] = {}  # MLflow host -> (journal, MLflow) seconds of shared items
+    for i, last in measured.items():
+        if i in mlflow and last.get("host") == host:
+            pairs.setdefault(mlflow[i][1], []).append((last["seconds"], mlflow[i][0]))
     out = {}
     for item in items:
         if item in measured:
@@ -281,11 +266,9 @@ def estimates(root: Path, items: list[str], journal: dict[str, dict]) -> dict[st
             out[item] = (last["seconds"], where + ("" if last.get("params_md5") == params else ", other params"))
         elif item in mlflow:
             seconds, run_host = mlflow[item]
-            where = "MLflow record" + ("" if run_host == host else f" from {run_host}")
-            out[item] = (seconds * scale, where + (f" x{scale:.2g}" if ratios else ""))
+            out[item] = _mlflow_estimate(seconds, run_host, host, pairs.get(run_host, []))
         else:
-            family = _family(item)
-            out[item] = (DEFAULT_SECONDS.get(family, DEFAULT_OTHER), "default guess")
+            out[item] = (DEFAULT_SECONDS.get(_family(item), DEFAULT_OTHER), "default guess")
     return out
 
 
@@ -319,14 +302,15 @@ def _alive(pid: int, started: str) -> str:
 def snapshot(root: Path, own: str | None = None) -> dict:
     """Where the latest run stands (the run of stage item `own` when given): done, failed and running items with
     their times and progress, the items left (from `run_plan`) and an estimate of the rest, as plain data."""
-    from synthaug.core import run_plan
-
     root = Path(root)
     journal = read_journal(root)
     latest = journal.get(own) or max(journal.values(), key=lambda e: e.get("start", 0), default=None)
     run_id, dvc = (latest.get("run"), latest.get("dvc")) if latest else (None, None)
     alive = bool(dvc) and _alive(dvc["pid"], dvc["started"]) != "gone"
     mine = [e for e in journal.values() if (run_id and e.get("run") == run_id) or e is latest]
+    starting = None if alive or own else run_plan.starting_dvc(root)
+    if starting:  # a new run before its first stage: nothing of it in the journal yet
+        dvc, alive, mine = starting, True, []
     now, done, failed, running = time.time(), [], [], []
     for e in sorted(mine, key=lambda e: e.get("start", 0)):
         base = {"item": e["item"], "start": e.get("start"), "pid": e.get("pid")}
@@ -347,7 +331,7 @@ def snapshot(root: Path, own: str | None = None) -> dict:
         r["remaining"] = round(max(0.0, r["estimate"] - r["elapsed"]), 1)
     left = [{"item": i, "maybe": i in plan.maybe, "why": plan.stale.get(i) or f"after {plan.maybe[i]}",
              "estimate": est[i][0], "estimate_source": est[i][1]} for i in left_items]
-    return {"root": str(root.absolute()), "command": plan.command, "in_progress": alive,
+    return {"root": str(root.absolute()), "command": plan.command, "in_progress": alive, "starting": bool(starting),
             "run": {"dvc_pid": dvc["pid"], "args": dvc["args"]} if dvc else None,
             "run_start": min((e["start"] for e in mine), default=None), "done": done, "failed": failed,
             "running": running, "left": left, "items_in_dvc_yaml": len(plan.all_items),

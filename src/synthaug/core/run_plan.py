@@ -10,7 +10,8 @@ what DVC's own commands do minus those locks, in DVC's own code (dvc 3.x):
 - whether an item is stale: `Stage.changed`'s three tests (`changed_stage`, each dep's and out's `status()`)
   called one by one, without the `@rwlocked` wrapper. A dep's or out's status hashes the file as DVC does,
   through DVC's state database (a file whose size and mtime DVC has seen costs a lookup, not a hash).
-Nothing is written but what `Repo()` itself creates (`.dvc/tmp/`).
+Nothing is written but what `Repo()` itself creates (`.dvc/tmp/`). Also here: which `dvc` process runs a stage
+(its parents in /proc), and one that holds DVC's rwlock before its first stage (`.dvc/tmp/rwlock`, read as a file).
 
 What is estimated: an item is `stale` when its own dvc.lock entry differs from the files (missing entry, changed
 command, dep, param or out); an item downstream of a stale or running one is `maybe`: DVC decides when it gets
@@ -21,10 +22,13 @@ running count as stale here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from synthaug.core.runtime import _proc_stat, _stage_state  # the /proc reading that tells a reused pid apart
 
 
 class PlanError(RuntimeError):
@@ -175,3 +179,53 @@ def plan(root: Path, dvc_argv: list[str] | None = None, busy: set[str] = frozens
             elif waits:
                 result.maybe[name] = waits[0]
         return result
+
+
+# ---- the dvc process of a run -------------------------------------------------------------------------------
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _dvc_args(argv: list[str]) -> list[str] | None:
+    """The arguments after `dvc` when argv runs DVC (`dvc ...`, `python .../bin/dvc ...`, `python -m dvc ...`)."""
+    for i, arg in enumerate(argv[:3]):
+        if os.path.basename(arg) == "dvc" or (arg == "dvc" and i > 0 and argv[i - 1] == "-m"):
+            return argv[i + 1:]
+    return None
+
+
+def dvc_process(pid: int | None = None) -> dict | None:
+    """The `dvc` process this one runs under (walking up its parents in /proc): pid, start time (clock ticks since
+    boot, so a reused pid is told apart) and arguments. None outside DVC or where /proc cannot be read."""
+    try:
+        pid = os.getppid() if pid is None else pid
+        for _ in range(12):
+            if pid <= 1:
+                return None
+            argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+            args = _dvc_args(argv)
+            if args is not None:
+                return {"pid": pid, "started": _proc_stat(pid)[1], "args": args}
+            pid = _ppid(pid)
+    except (OSError, TypeError, ValueError, IndexError):
+        return None
+    return None
+
+
+def starting_dvc(root: Path) -> dict | None:
+    """A live `dvc repro` / `dvc exp run` holding DVC's read or write locks of this project's files, from
+    `.dvc/tmp/rwlock` (read as a plain file; DVC locks it only while editing it): DVC checking what to run before
+    its first stage, which the journal cannot show yet."""
+    try:
+        locks = json.loads((Path(root) / ".dvc" / "tmp" / "rwlock").read_text())
+        holders = [*locks.get("write", {}).values(), *(h for hs in locks.get("read", {}).values() for h in hs)]
+        for pid in sorted({int(h["pid"]) for h in holders}):
+            proc = dvc_process(pid)
+            if proc and (proc["args"][:1] == ["repro"] or proc["args"][:2] == ["exp", "run"]) and \
+                    _stage_state(int(proc["pid"]), str(proc["started"])) != "gone":
+                return proc
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # no lock file, or one being rewritten
+        return None
+    return None

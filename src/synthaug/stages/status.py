@@ -49,7 +49,9 @@ def render(snap: dict) -> str:
     run = snap["run"]
     command = f"`dvc {' '.join(run['args'])}` (dvc pid {run['dvc_pid']})" if run else "a run"
     counts = f"{len(snap['done'])} done, {len(snap['failed'])} failed"
-    if snap["in_progress"]:
+    if snap["starting"]:
+        lines.append(f"run: {command}, in progress: DVC is checking which items to run, none started yet")
+    elif snap["in_progress"]:
         lines.append(f"run: {command}, in progress since {_clock(snap['run_start'])}")
     elif run or snap["done"] or snap["failed"]:
         lines.append(f"run: none in progress; the last, {command}, started {_clock(snap['run_start'])}: {counts}")
