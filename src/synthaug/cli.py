@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("synthaug.stages.ui", "ui"),  # not a stage: MLflow's server on the repo's store
     "readme": ("synthaug.stages.readme", "readme"),  # not a stage: README's study section from the report
     "status": ("synthaug.stages.status", "status"),  # not a stage: where `dvc repro` stands, while it runs
+    "compare": ("synthaug.stages.compare", "compare"),  # not a stage: experiments side by side, one row a figure
 }
 HELP = "synthaug: does synthetic data from generative models make an image classifier better?"
 
