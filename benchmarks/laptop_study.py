@@ -96,8 +96,9 @@ def run_repro(dest: Path, env: dict, targets: list[str], record: Record) -> None
     start = last = time.perf_counter()
     current, finished = None, False
     signal.signal(signal.SIGTERM, _stop)
+    # Its own process group, so that a stop reaches the stage as well as DVC (below)
     proc = subprocess.Popen(["dvc", "repro", *targets], cwd=dest, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
     try:
         for line in proc.stdout:
             sys.stdout.write(line)
@@ -111,8 +112,12 @@ def run_repro(dest: Path, env: dict, targets: list[str], record: Record) -> None
             raise SystemExit(f"dvc repro failed (exit {proc.returncode}); stage times so far in {record.path}")
     finally:
         if proc.poll() is None:
-            proc.terminate()  # DVC passes it on to the stage; its checkpoint or records let a resume go on
+            # SIGTERM to DVC and the stage it runs: the stage unwinds as on Ctrl-C, and its checkpoint or records
+            # let a resume go on. DVC does not pass a SIGTERM on: signalled alone, it left the stage running.
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()
+            for line in proc.stdout:  # to the end of the pipe: the stage, which writes to it too, has exited
+                sys.stdout.write(line)
         end = time.perf_counter()
         if current:
             record.add(current, end - last)  # a stopped stage item: the time it had run so far

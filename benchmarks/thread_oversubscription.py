@@ -4,9 +4,10 @@ Run it beside another CPU-heavy process to see oversubscription, e.g. on a 2-cor
     python benchmarks/thread_oversubscription.py                       # every core
     SYNTHAUG_THREADS=1 python benchmarks/thread_oversubscription.py    # one thread
     OMP_WAIT_POLICY=PASSIVE python benchmarks/thread_oversubscription.py
-Only prints figures.
+--steps N (default 10) timed steps after --warmup N (default 3). Only prints figures.
 """
 
+import argparse
 import time
 
 import torch
@@ -34,4 +35,8 @@ def main(warmup: int = 3, steps: int = 10) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    args = ap.parse_args()
+    main(args.warmup, args.steps)

@@ -70,7 +70,7 @@ if [ "$gpus" -ge 2 ]; then
      for cmd in "train vae" "train diffusion" "classify real --seed 0"; do
        start=$(date +%s.%N)
        python -m synthaug $cmd > "$ws/log" 2>&1 || { tail -20 "$ws/log"; exit 1; }
-       echo "processes $n: $cmd $(python -c "print(f'{$(date +%s.%N) - $start:.1f} s')"); $(grep -h '^train@\|test accuracy' "$ws/log" | tail -1)"
+       echo "processes $n: $cmd $(python -c "print(f'{$(date +%s.%N) - $start:.1f} s')"); $(grep -h '^train_\|test accuracy' "$ws/log" | tail -1)"
      done)
   done
 else

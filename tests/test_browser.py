@@ -37,10 +37,10 @@ def _grid(path: Path, shade: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """An MLflow store holding a `sample_S@0` run per source (grid as GRID_ARTIFACT), a `fid@S-0` run (FID, KID) and
-    a `train_F@0` run per family (loss curves as LOSS_ARTIFACT), named as study seed 0's chain names them, served
-    by `python -m synthaug ui` on a free localhost port. Yields (base URL, printed link, {source: sample run id},
+def store(tmp_path_factory):
+    """An MLflow store (ROOT/mlflow.db, experiment of configs/smoke.yaml's dataset) holding a `sample_S@0` run per
+    source (grid as GRID_ARTIFACT), a `fid@S-0` run (FID, KID) and a `train_F@0` run per family (loss curves as
+    LOSS_ARTIFACT), named as study seed 0's chain names them. Returns (ROOT, {source: sample run id},
     {family: train run id})."""
     root = tmp_path_factory.mktemp("ui-store")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -64,6 +64,14 @@ def server(tmp_path_factory):
         _grid(root / f"{s}.png", i)
     ids, trained = json.loads(subprocess.run([sys.executable, "-c", script, str(root), *SOURCES], cwd=root,
                                              env=env, capture_output=True, text=True, check=True).stdout)
+    return root, ids, trained
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    """The store served by `python -m synthaug ui` on a free localhost port. Yields (base URL, printed link,
+    {source: sample run id}, {family: train run id})."""
+    root, ids, trained = store
     with ui_server(root) as (_, link, base):
         yield base, link, ids, trained
 
@@ -122,3 +130,24 @@ def test_compare_view_shows_every_training_runs_loss_curves_side_by_side(server,
     compare_artifact(browser, base, exp_id, list(trained.values()), "loss_curves.png",
                      failed_shot=SHOTS / "failed-compare-curves.png")
     assert screenshot(browser, SHOTS / "compare-loss-curves.png").stat().st_size > 0
+
+
+def test_readme_screenshots_script_takes_both_shots_of_a_store(store, tmp_path):
+    """scripts/readme_screenshots.py as docs/tracking.md runs it, on the test store instead of the repo's: it serves
+    the store itself (its own `python -m synthaug ui`) and prints the paths of the two PNGs it wrote."""
+    from PIL import Image
+
+    from conftest import SMOKE
+
+    root, ids, trained = store
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PYTHONPATH=str(REPO / "src"), SYNTHAUG_THREADS="1")
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_screenshots.py"), "--root", str(root),
+                          "--params", str(SMOKE), "--sources", ",".join(SOURCES), "--out", str(tmp_path / "img")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    shots = [tmp_path / "img" / "mlflow-fid-view.png", tmp_path / "img" / "mlflow-compare-grids.png"]
+    assert out.stdout.split() == [str(p) for p in shots]
+    for p in shots:
+        with Image.open(p) as img:
+            assert img.width == 2000 and len(img.getcolors(1 << 24)) > 10, p  # the window's width, not blank

@@ -240,6 +240,16 @@ def test_a_dvc_repro_that_has_not_started_a_stage_yet_is_seen_in_dvcs_lock_file(
     assert not status_json(scratch)["in_progress"]  # its process gone: a stale lock file is not a run
 
 
+def test_a_running_items_estimate_follows_its_own_progress_bar_once_it_has_moved():
+    from synthaug.core.progress import _from_progress
+
+    started = 1000.0
+    assert _from_progress({"start": started, "progress": None}) is None
+    assert _from_progress({"start": started, "progress": {"fraction": 0.01, "at": started + 9}}) is None  # too early
+    seconds, source = _from_progress({"start": started, "progress": {"fraction": 0.25, "at": started + 60}})
+    assert seconds == 240 and source == "its progress bar"
+
+
 def test_status_outside_a_dvc_project_is_one_error_line(tmp_path, monkeypatch):
     from synthaug.cli import app
 

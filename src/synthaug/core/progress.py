@@ -272,6 +272,16 @@ def estimates(root: Path, items: list[str], journal: dict[str, dict]) -> dict[st
     return out
 
 
+def _from_progress(running: dict) -> tuple[float, str] | None:
+    """A running item's whole duration extrapolated from its own progress bar (elapsed / fraction done), once the
+    bar has moved far enough (5 %) to say more than a guess made for another machine or other params."""
+    p = running.get("progress") or {}
+    fraction = p.get("fraction") or 0.0
+    if fraction < 0.05 or not p.get("at") or not running.get("start"):
+        return None
+    return (p["at"] - running["start"]) / fraction, "its progress bar"
+
+
 def sources_words(sources: list[str]) -> str:
     """`estimates from this machine's last run`, or the count per source when they differ."""
     counts: dict[str, int] = {}
@@ -327,7 +337,7 @@ def snapshot(root: Path, own: str | None = None) -> dict:
     left_items = plan.to_run(exclude={e["item"] for e in mine} if alive else set())
     est = estimates(root, [*busy, *left_items], journal)
     for r in running:
-        r["estimate"], r["estimate_source"] = est[r["item"]]
+        r["estimate"], r["estimate_source"] = _from_progress(r) or est[r["item"]]
         r["remaining"] = round(max(0.0, r["estimate"] - r["elapsed"]), 1)
     left = [{"item": i, "maybe": i in plan.maybe, "why": plan.stale.get(i) or f"after {plan.maybe[i]}",
              "estimate": est[i][0], "estimate_source": est[i][1]} for i in left_items]
