@@ -101,12 +101,12 @@ def run_repro(dest: Path, env: dict, targets: list[str], record: Record) -> None
                             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
     try:
         for line in proc.stdout:
-            sys.stdout.write(line)
             if m := RUNNING.search(line):
                 now = time.perf_counter()
                 if current:
                     record.add(current, now - last)
                 current, last = m.group(1), now
+            sys.stdout.write(line)  # after the bookkeeping: a stop on seeing the line finds its stage item timed
         finished = proc.wait() == 0
         if not finished:
             raise SystemExit(f"dvc repro failed (exit {proc.returncode}); stage times so far in {record.path}")

@@ -1,7 +1,8 @@
 """README's MLflow screenshots, made from this repo's own store the way tests/test_browser.py checks the UI:
 `python -m synthaug ui` on a free localhost port, headless Chromium from Debian (`./scripts/setup.sh --tests`).
 
-    python scripts/readme_screenshots.py [--sources vae,wgan_gp,ddpm,ddim] [--out docs/img] [--root .] [--params params.yaml]
+    python scripts/readme_screenshots.py [--sources vae,wgan_gp,ddpm,ddim] [--out docs/img] [--root .]
+                                         [--params params.yaml]
 
 writes OUT/mlflow-fid-view.png (the saved view "FID and KID per source": the fid stages' runs with their FID and
 KID columns, best first) and OUT/mlflow-compare-grids.png (MLflow's compare view of the latest `sample_S@0` run of

@@ -108,18 +108,19 @@ def _stray_processes(folder: Path) -> list[int]:
 
 def test_laptop_study_stopped_then_resumed_adds_up_both_sittings(tmp_path):
     """README's `--keep DIR` then `--resume DIR`, on configs/smoke.yaml limited to `fid_ref` (prepare, then fid_ref):
-    stopped by SIGTERM as fid_ref starts, the record holds both stage items and an unfinished sitting, and no stage
-    runs on; the resume runs fid_ref alone and prints the table of both sittings."""
+    stopped by SIGTERM once fid_ref is at work, the record holds both stage items and an unfinished sitting, and no
+    stage runs on; the resume runs fid_ref alone and prints the table of both sittings."""
     keep = tmp_path / "clone"
     record = keep / "laptop_study_times.json"
     proc = subprocess.Popen([sys.executable, str(BENCH / "laptop_study.py"), "--params", str(SMOKE), "--budget-min",
-                             "1", "--keep", str(keep), "--", "fid_ref"], cwd=tmp_path, env=bench_env(),
+                             "1", "--keep", str(keep), "--", "fid_ref"], cwd=tmp_path,
+                            env={**bench_env(), "PYTHONUNBUFFERED": "1"},  # each line as it comes
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = []
         for line in proc.stdout:
             seen.append(line)
-            if "Running stage 'fid_ref'" in line:
+            if re.search(r"stage \d+ of \d+ \(fid_ref\)", line):  # the stage's first log line: it is at work
                 proc.send_signal(signal.SIGTERM)
                 break
         rest, err = proc.communicate(timeout=300)
