@@ -64,13 +64,14 @@ class Chain:
     def classifier_weights(self, arm_slug: str) -> Path:
         return self.classifiers / f"{arm_slug}.pt"
 
-    def metrics(self, kind: str) -> Path:
-        """metrics/<kind>/study<K>/: e.g. metrics/fid/study0/vae.json, metrics/classify/study0/real/f0.01_s0.json."""
-        return METRICS / kind / self.name
+    def metrics(self, kind: str, root: Path = METRICS) -> Path:
+        """metrics/<kind>/study<K>/: e.g. metrics/fid/study0/vae.json, metrics/classify/study0/real/f0.01_s0.json
+        (`root`: another metrics folder, e.g. the report's tests')."""
+        return root / kind / self.name
 
-    def metrics_file(self, kind: str) -> Path:
+    def metrics_file(self, kind: str, root: Path = METRICS) -> Path:
         """A stage's one metrics file per chain: metrics/invert/study0.json, metrics/fidelity/study0.json."""
-        return METRICS / kind / f"{self.name}.json"
+        return root / kind / f"{self.name}.json"
 
     def plots(self, kind: str) -> Path:
         return PLOTS / kind / self.name

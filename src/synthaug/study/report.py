@@ -24,12 +24,8 @@ from synthaug.study.study_stats import (bonferroni_level, detectable_gain, mean_
                                   significant, spearman)
 
 
-def _metrics(metrics_dir: Path, kind: str, study: int) -> Path:
-    return metrics_dir / kind / Chain(study).name
-
-
 def _record(metrics_dir: Path, study: int, arm: str, fraction: float | None, seed: int) -> Path:
-    return _metrics(metrics_dir, "classify", study) / arm_slug(arm) / f"{run_slug(fraction, seed)}.json"
+    return Chain(study).metrics("classify", metrics_dir) / arm_slug(arm) / f"{run_slug(fraction, seed)}.json"
 
 
 def pending_sources(metrics_dir: Path, params) -> list[str]:
@@ -37,7 +33,7 @@ def pending_sources(metrics_dir: Path, params) -> list[str]:
     metrics or classifier records yet): the report covers the others and names these."""
     def done(s: str) -> bool:
         files = [f for k in params.study_seeds for f in (
-            _metrics(metrics_dir, "fid", k) / f"{s}.json", _metrics(metrics_dir, "sample", k) / f"{s}.json",
+            Chain(k).metrics("fid", metrics_dir) / f"{s}.json", Chain(k).metrics("sample", metrics_dir) / f"{s}.json",
             *(_record(metrics_dir, k, arm, f, seed) for arm in (f"real+{s}", f"synth:{s}")
               for f, seed in arm_runs(arm, params)))]
         return all(f.is_file() for f in files)
@@ -66,13 +62,13 @@ def collect(metrics_dir: Path, params, pending: tuple[str, ...] = ()) -> dict:
     for k in params.study_seeds:
         chains[k] = {"runs": [{"study_seed": k, **load_json(_record(metrics_dir, k, arm, f, s))}
                               for arm in arms for f, s in arm_runs(arm, params)],
-                     "fid": {s: load_json(_metrics(metrics_dir, "fid", k) / f"{s}.json") for s in sources},
-                     "sample": {s: load_json(_metrics(metrics_dir, "sample", k) / f"{s}.json") for s in sources},
-                     "fidelity": load_json(metrics_dir / "fidelity" / f"{Chain(k).name}.json")}
+                     "fid": {s: load_json(Chain(k).metrics("fid", metrics_dir) / f"{s}.json") for s in sources},
+                     "sample": {s: load_json(Chain(k).metrics("sample", metrics_dir) / f"{s}.json") for s in sources},
+                     "fidelity": load_json(Chain(k).metrics_file("fidelity", metrics_dir))}
     first = params.study_seeds[0]
     analysis = metrics_dir / "analysis.json"  # absent while a study in progress has not run `analyse` yet
     gradcam = metrics_dir / "gradcam.json"  # likewise for `gradcam`
-    invert = metrics_dir / "invert" / f"{Chain(first).name}.json"  # dinv's "follows its group" figure
+    invert = Chain(first).metrics_file("invert", metrics_dir)  # dinv's "follows its group" figure
     per = list(chains.values())
     return {"runs": [r for c in per for r in c["runs"]], "chains": chains,
             "invert": load_json(invert) if "dinv" in sources and invert.is_file() else {},
