@@ -173,7 +173,8 @@ def _keep_run(run: PendingRun, result, arm: str, chain: Chain, settings: dict, p
         tracker.log_metrics(metrics)
     if record is not None and record["test_accuracy"] != round(metrics["test_accuracy"], 6):
         # Retrained only for its missing weights, with the same fingerprint: it should reproduce its record.
-        log.warning("%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly", item, name, metrics["test_accuracy"], record["test_accuracy"])
+        log.warning("%s %s: test accuracy %.6f, its record said %.6f: not reproduced exactly", item, name,
+                    metrics["test_accuracy"], record["test_accuracy"])
     c = params.classify
     # The record and the weight files it vouches for are replaced together (a kill leaves both or neither new).
     with replace_together(chain.metrics("classify") / slug / f"{name}.json", *run.keep) as (record_path, *weights):
