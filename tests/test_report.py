@@ -381,3 +381,20 @@ def test_with_several_study_seeds_the_intervals_are_over_whole_chains(metrics):
     with pytest.raises(StorageError, match="study1/real\\+gan/f0.1_s2.json"):
         collect(metrics, params)
     assert pending_sources(metrics, params) == ["gan"]
+
+
+def test_a_design_that_cannot_detect_any_possible_gain_says_so(metrics):
+    """Two classifier seeds whose paired differences spread widely: at the Bonferroni level with one degree of
+    freedom no gain on the accuracy scale has 80% power, so the answer says nothing is detectable (not "a gain of
+    2,800 points") and the table shows "> 100"."""
+    params = build(Params, {"fractions": [0.1], "real_fractions": [0.01, 1.0], "generator_fraction": 0.1,
+                            "sources": ["vae", "gan"], "classify": {"seeds": [0, 1]}}, "")
+    for arm, accs in (("real+vae", [0.80, 0.62]), ("real+gan", [0.81, 0.60]), ("real+all", [0.82, 0.61])):
+        for seed, a in enumerate(accs):  # about +0.10 and -0.10 against real's 0.70 and 0.71
+            save_json(metrics / "classify" / "study0" / arm / f"{run_slug(0.1, seed)}.json",
+                      _record(arm, 0.1, seed, a, 6000, 2500))
+    s = summarise(collect(metrics, params), {**CONTEXT, "seeds": [0, 1]})
+    assert all(_cell(s, arm, 0.1)["detectable"] > 1.0 for arm in ("real+vae", "real+gan", "real+all"))
+    md = markdown(s)
+    assert "What this design can detect: nothing." in md and "too few classifier seeds" in md
+    assert "| > 100 |" in md and "2,8" not in md

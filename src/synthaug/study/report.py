@@ -16,8 +16,8 @@ from synthaug.core.layout import Chain
 from synthaug.study.arms import arm_runs, arm_slug, parse_arm, run_slug, study_arms
 from synthaug.data.fractions import fraction_key
 from synthaug.core.lineage import check, refresh_command
-from synthaug.study.report_answer import (answer_lines, pts, randomness, replicate, trend_over_fractions, unit,
-                                          worth)
+from synthaug.study.report_answer import (answer_lines, detectable_pts, pts, randomness, replicate,
+                                          trend_over_fractions, unit, worth)
 from synthaug.study.report_gradcam import gradcam_section
 from synthaug.core.storage import load_json
 from synthaug.study.study_stats import (bonferroni_level, detectable_gain, mean_ci, paired_gain, real_images_equivalent,
@@ -272,7 +272,7 @@ def markdown(summary: dict) -> str:
         for c in sorted((c for c in cells if c["fraction"] == f),
                         key=lambda c: (c["arm"] != "real", -c.get("gain", 0))):
             verdict = ("yes, also corrected" if c["significant_corrected"] else "yes") if c.get("significant") else "no"
-            gain = ((pts(c["gain"], True), pts(c["gain_ci95"]), verdict, pts(c.get("detectable")))
+            gain = ((pts(c["gain"], True), pts(c["gain_ci95"]), verdict, detectable_pts(c.get("detectable")))
                     if "gain" in c else ("-", "-", "-", "-"))
             out.append(f"| {c['arm']} | {c['real_images']:,} + {c['synthetic_images']:,} | {pts(c['accuracy'])} | "
                        f"{pts(c['ci95'])} | {' | '.join(gain)} | {worth(c) if c['arm'].startswith('real+') else '-'} |")

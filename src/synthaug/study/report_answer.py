@@ -16,6 +16,11 @@ from synthaug.study.study_stats import mean_ci, seeds_for_halfwidth
 TARGET_HALFWIDTH = 0.01  # the 95 % interval of the best gain the study aims at: +-1 point
 
 
+def detectable_pts(x: float | None) -> str:
+    """A detectable gain in points; beyond the accuracy scale (a gain over 100 points cannot happen) as "> 100"."""
+    return "> 100" if x is not None and x > 1.0 else pts(x)
+
+
 def pts(x: float | None, signed: bool = False) -> str:
     """An accuracy (a share) in percentage points."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -140,12 +145,16 @@ def answer_lines(summary: dict) -> list[str]:
         lines.append("No paired gains to compare across fractions.")
     lines.append(_fid_line(summary))
     detectable = [c["detectable"] for c in mixed if math.isfinite(c.get("detectable", math.nan))]
-    if detectable:
-        lines.append(f"What this design can detect: a true gain of {pts(float(np.median(detectable)))} points "
-                     f"(median over {len(detectable)} comparisons; from {pts(min(detectable))} to "
-                     f"{pts(max(detectable))}) would be found with 80% power after {corrected}, at the spread each "
-                     "comparison measured; smaller true gains can go undetected, so \"no source helps\" does not "
-                     "mean none could.")
+    if detectable and min(detectable) > 1.0:
+        lines.append(f"What this design can detect: nothing. At the spread each of the {len(detectable)} comparisons "
+                     f"measured, even a gain of 100 points would be found with less than 80% power after {corrected}: "
+                     f"too few {replicate(ctx)} for any conclusion either way.")
+    elif detectable:
+        lines.append(f"What this design can detect: a true gain of {detectable_pts(float(np.median(detectable)))} "
+                     f"points (median over {len(detectable)} comparisons; from {detectable_pts(min(detectable))} to "
+                     f"{detectable_pts(max(detectable))}) would be found with 80% power after {corrected}, at the "
+                     "spread each comparison measured; smaller true gains can go undetected, so \"no source helps\" "
+                     "does not mean none could.")
     return lines
 
 
