@@ -120,7 +120,9 @@ def test_laptop_study_stopped_then_resumed_adds_up_both_sittings(tmp_path):
         seen = []
         for line in proc.stdout:
             seen.append(line)
-            if re.search(r"stage \d+ of \d+ \(fid_ref\)", line):  # the stage's first log line: it is at work
+            # fid_ref's runtime line, logged before it loads Inception and computes the features: it is at work
+            # (not the "stage i of N" line: that one comes from a background thread, late on a loaded machine)
+            if "(Inception)" in line:
                 proc.send_signal(signal.SIGTERM)
                 break
         rest, err = proc.communicate(timeout=300)
