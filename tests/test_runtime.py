@@ -76,18 +76,18 @@ def test_running_stages_skips_stopped_stages_and_pids_reused_by_other_processes(
     started at another time than recorded (its pid reused since) is dropped; a running one counts."""
     import signal
 
-    from synthaug.core.runtime import _proc_stat
+    from synthaug.core.runtime import proc_stat
 
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     paused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         paused.send_signal(signal.SIGSTOP)
         for _ in range(100):  # until the kernel shows it stopped
-            if _proc_stat(paused.pid)[0] in ("T", "t"):
+            if proc_stat(paused.pid)[0] in ("T", "t"):
                 break
             time.sleep(0.01)
         for p in (runner, paused):
-            (tmp_path / str(p.pid)).write_text(_proc_stat(p.pid)[1])
+            (tmp_path / str(p.pid)).write_text(proc_stat(p.pid)[1])
         reused = tmp_path / str(os.getppid())  # a live process, but not the one that registered: other start time
         reused.write_text("1")
         assert running_stages(tmp_path) == 2  # the runner and this process

@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from synthaug.core import distributed, run_plan
-from synthaug.core.runtime import _proc_stat, _stage_state  # the /proc reading that tells a reused pid apart
+from synthaug.core.runtime import proc_stat, stage_state  # the /proc reading that tells a reused pid apart
 from synthaug.core.storage import StorageError, load_json, save_json
 from synthaug.core.tracking import HOST_TAG, PID_TAG
 
@@ -86,7 +86,7 @@ class _StageJournal:
         except StorageError:
             previous = {}
         try:
-            started = _proc_stat(os.getpid())[1]
+            started = proc_stat(os.getpid())[1]
         except (OSError, TypeError):
             started = ""
         self.entry = {"item": item, "run": f"{run['pid']}:{run['started']}" if run else None, "dvc": run,
@@ -306,7 +306,7 @@ def duration(seconds: float) -> str:
 
 def _alive(pid: int, started: str) -> str:
     """running / paused / gone (exited, or its pid now another process's) / unknown (no /proc: pid alone)."""
-    return _stage_state(int(pid), str(started or ""))
+    return stage_state(int(pid), str(started or ""))
 
 
 def snapshot(root: Path, own: str | None = None) -> dict:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from synthaug.core.runtime import _proc_stat, _stage_state  # the /proc reading that tells a reused pid apart
+from synthaug.core.runtime import proc_stat, stage_state  # the /proc reading that tells a reused pid apart
 
 
 class PlanError(RuntimeError):
@@ -207,7 +207,7 @@ def dvc_process(pid: int | None = None) -> dict | None:
             argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
             args = _dvc_args(argv)
             if args is not None:
-                return {"pid": pid, "started": _proc_stat(pid)[1], "args": args}
+                return {"pid": pid, "started": proc_stat(pid)[1], "args": args}
             pid = _ppid(pid)
     except (OSError, TypeError, ValueError, IndexError):
         return None
@@ -224,7 +224,7 @@ def starting_dvc(root: Path) -> dict | None:
         for pid in sorted({int(h["pid"]) for h in holders}):
             proc = dvc_process(pid)
             if proc and (proc["args"][:1] == ["repro"] or proc["args"][:2] == ["exp", "run"]) and \
-                    _stage_state(int(proc["pid"]), str(proc["started"])) != "gone":
+                    stage_state(int(proc["pid"]), str(proc["started"])) != "gone":
                 return proc
     except (OSError, ValueError, TypeError, KeyError, AttributeError):  # no lock file, or one being rewritten
         return None

@@ -120,7 +120,7 @@ def threads_from_env(value: str, cores: int) -> int:
 _RUNNING = Path(tempfile.gettempdir()) / f"synthaug-stages-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
+def proc_stat(pid: int) -> tuple[str, str] | None:
     """(state, start time in clock ticks since boot) of a process from /proc, None if it is gone; raises OSError
     where /proc does not exist (not Linux)."""
     try:
@@ -132,12 +132,12 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     return fields[0], fields[19]
 
 
-def _stage_state(pid: int, started: str) -> str:
+def stage_state(pid: int, started: str) -> str:
     """What the stage that registered as `pid` (started at `started`, clock ticks since boot) is now: "running"
     on the cores, "paused" (stopped by Ctrl-Z, or a zombie), "gone" (exited, or its pid reused by a later process),
     or "unknown" (no /proc, or no start time recorded: only the pid can be checked)."""
     try:
-        stat = _proc_stat(pid) if started else ()
+        stat = proc_stat(pid) if started else ()
     except OSError:  # no /proc
         stat = ()
     if stat == ():
@@ -156,7 +156,7 @@ def running_stages(folder: Path = _RUNNING) -> int:
         mine = folder / str(os.getpid())
         if not mine.exists():
             try:
-                mine.write_text(_proc_stat(os.getpid())[1])
+                mine.write_text(proc_stat(os.getpid())[1])
             except (OSError, TypeError):
                 mine.write_text("")
             atexit.register(mine.unlink, missing_ok=True)
@@ -165,7 +165,7 @@ def running_stages(folder: Path = _RUNNING) -> int:
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
-                state = _stage_state(int(entry.name), entry.read_text().strip())
+                state = stage_state(int(entry.name), entry.read_text().strip())
             except OSError:
                 continue
             if state == "gone":
