@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthaug.core.config import Params
+from synthaug.core.config import ConfigError, Params
 from synthaug.data.groups import class_groups
 from synthaug.data.real import DatasetError
 from synthaug.generators import diffusion, inversion
@@ -45,7 +45,7 @@ def toy_params(tmp_steps: int = 800) -> Params:
                                            ema_decay=0.99, checkpoint_every=1000, log_every=100)
     params.invert = dataclasses.replace(params.invert, group_size=1, groups_per_class=2, steps=300, batch_size=6,
                                         lr=0.1, checkpoint_every=100, log_every=25, preview_groups=1,
-                                        preview_steps=10)
+                                        preview_steps=10, init="class")
     params.ddim = dataclasses.replace(params.ddim, steps=10)
     return params
 
@@ -78,10 +78,13 @@ class Killed(Exception):
 
 
 def run_inversion(trained, tmp_path, kill_at: int | None = None, score_groups=None, **changes):
-    """Invert the toy groups (one image each) into tmp_path/dinv.pt; `kill_at` raises at that logged step."""
+    """Invert the toy groups (one image each unless changed) into tmp_path/dinv.pt, grouped as the stage groups
+    them; `kill_at` raises at that logged step."""
     runtime, params, images, labels, ckpt = trained
     params = dataclasses.replace(params, invert=dataclasses.replace(params.invert, **changes))
-    members, group_labels = class_groups(labels, params.invert.group_size, params.invert.groups_per_class, 0)
+    p = params.invert
+    features = inversion.grouping_features(ckpt, runtime, images) if p.grouping == "look_alike" else None
+    members, group_labels = class_groups(labels, p.group_size, p.groups_per_class, 0, features)
 
     def log(metrics, step):
         if step == kill_at:
@@ -106,6 +109,23 @@ def test_class_groups_are_disjoint_single_class_and_seeded():
     assert np.array_equal(members, again) and not np.array_equal(members, other)
     capped, capped_labels = class_groups(labels, 2, 1, seed=1)
     assert capped.shape == (3, 2) and list(capped_labels) == [0, 1, 2]
+
+
+def test_look_alike_groups_gather_the_nearest_images_of_a_class():
+    # class 0: two tight clusters around 0 and 10, interleaved; class 1 around 5
+    x = np.array([0.0, 10.0, 0.2, 10.3, 0.1, 9.9, 5.0, 5.1, 4.9])
+    labels = np.array([0] * 6 + [1] * 3)
+    members, group_labels = class_groups(labels, 3, 0, seed=0, features=x[:, None])
+    assert list(group_labels) == [0, 0, 1]
+    groups = [sorted(x[m].tolist()) for m in members]
+    # the image farthest from the class's mean (10.3) first, with its two nearest; then the rest
+    assert groups == [[9.9, 10.0, 10.3], [0.0, 0.1, 0.2], [4.9, 5.0, 5.1]], groups
+    random_groups = [sorted(x[m].tolist()) for m in class_groups(labels, 3, 0, seed=0)[0]]
+    assert random_groups != groups  # seed 0 happens to mix the two clusters: what look-alike groups avoid
+    capped, _ = class_groups(labels, 3, 1, seed=0, features=x[:, None])
+    assert capped.shape == (2, 3) and all(any(np.array_equal(c, m) for m in members) for c in capped)
+    with pytest.raises(ValueError, match="features has 2 rows"):
+        class_groups(labels, 3, 0, seed=0, features=x[:2, None])
 
 
 def test_class_groups_refuse_more_groups_than_a_class_holds():
@@ -165,6 +185,28 @@ def test_samples_from_an_image_embedding_are_closer_to_it_than_class_samples(mod
     assert s["follows_groups"] == len(members)
     assert s["follows_distance_own"] < 0.8 * s["follows_distance_class"], s
     assert s["follows_margin"] > s["follows_margin_ci95"] > 0 and s["follows_share"] > 0.5, s
+
+
+def test_vectors_of_look_alike_groups_follow_their_group(trained_code, tmp_path):
+    """Issue 32: groups of several images. Look-alike groups (the frozen U-Net's codes) of the toy classes share
+    a stripe direction where random groups of a class mix them, and each group's vector, started at its images'
+    mean code, draws samples closer to its own group than the class point does."""
+    runtime, params, images, labels, ckpt = trained_code
+    changes = dict(group_size=4, groups_per_class=4, batch_size=8, init="group", follow_samples=8)
+    _, members, _, result = run_inversion(trained_code, tmp_path, score_groups=pixel_following, **changes)
+    across = images[:, 2, 1, 0] > 0  # stripes across: row 2 lit at the box's edge
+
+    def mixed_groups(m):
+        return int(sum(0 < across[g].sum() < len(g) for g in m))
+    random_members, _ = class_groups(labels, 4, 4, 0)
+    assert mixed_groups(members) < mixed_groups(random_members), (mixed_groups(members), mixed_groups(random_members))
+    s = result.summary
+    assert s["follows_margin"] > s["follows_margin_ci95"] > 0 and s["follows_share"] > 0.5, s
+
+
+def test_group_init_needs_a_unet_with_codes(trained, tmp_path):
+    with pytest.raises(ConfigError, match="diffusion.code_dim 0"):
+        run_inversion(trained, tmp_path, init="group")
 
 
 def test_no_follows_figure_without_a_scorer_or_samples(trained, tmp_path):

@@ -376,6 +376,7 @@ def test_with_several_study_seeds_the_intervals_are_over_whole_chains(metrics):
     md = markdown(s)
     assert "The intervals are over 2 study seeds: each draws its own nested real subsets" in md
     assert "(2 study seeds (each the mean of its 3 classifier seeds); paired gain" in md
+    assert "classifier on 60,000 real images)" in md  # a count, though it is the chains' mean
     # one chain missing a record is an error naming it, not a silently smaller study
     (metrics / "classify" / "study1" / "real+gan" / "f0.1_s2.json").unlink()
     with pytest.raises(StorageError, match="study1/real\\+gan/f0.1_s2.json"):

@@ -121,6 +121,12 @@ class InvertParams:
     preview_steps: int = field(default=25, metadata=rng(ge=1, le=10000))  # DDIM steps of that grid
     # samples per group and conditioning for the "follows its group" figure (DDIM with the `ddim` steps); 0: skip
     follow_samples: int = field(default=8, metadata=rng(ge=0, le=4096))
+    # how a class's images form groups: look_alike (nearest in the frozen U-Net's code space, or in pixels when it
+    # has no codes) or random; a random group shares little more than its class, so its vector has nothing to follow
+    grouping: str = field(default="look_alike", metadata=rng(choices=("look_alike", "random")))
+    # where a vector starts: group (the mean code of its images, from the frozen U-Net's encoder; needs
+    # diffusion.code_dim > 0) or class (the class point, where code dropout taught the U-Net "any of the class")
+    init: str = field(default="group", metadata=rng(choices=("group", "class")))
 
 
 @dataclass

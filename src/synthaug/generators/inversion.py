@@ -7,8 +7,14 @@ vector added to the time embedding, `UNet.cond_dim`). For each group of real tra
 learn a vector c_g by minimising the ordinary noise-prediction loss E ||eps - eps_theta(x_t, t, c_g)||^2 over
 the group's images, starting from the class's own embedding; nothing of the U-Net changes. When the U-Net was
 trained with per-image codes (`diffusion.code_dim` > 0, see synthaug.nets.unet) the vectors are codes z_g instead,
-c_g = class_embedding(y_g) + W z_g, starting from z_g = 0 (the class point): the space the network learned to
-respond to, as the method intends.
+c_g = class_embedding(y_g) + W z_g: the space the network learned to respond to, as the method intends.
+
+Why groups of look-alike images, and why a vector starts at its images' mean code (issue 32, measured on the laptop
+default): code dropout teaches the U-Net that z = 0 means "any image of the class", which is the denoising-loss
+optimum for any group without a shared look. Over random groups of 5 the learned codes stayed near 0 and barely
+moved the samples, while the same groups' mean encoder codes already drew samples closer to the group. So
+`invert.grouping: look_alike` forms groups by nearness in the frozen U-Net's code space (`grouping_features`), and
+`invert.init: group` starts each z_g at its images' mean code; the inversion then refines it (`class` starts at 0).
 
 Sampling draws, for a label y, one of the class's learned vectors (uniformly over its groups), with probability
 `dinv.interpolation` mixes it linearly with a second one of the same class, then perturbs it, c + lambda * N(0, I)
@@ -25,7 +31,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from synthaug.core.config import Params
+from synthaug.core.config import ConfigError, Params
 from synthaug.generators.base import TrainResult
 from synthaug.core.arrays import class_grid, iterate_batches, to_model_range, to_uint8
 from synthaug.generators.diffusion import DiffusionSampleFn
@@ -64,8 +70,13 @@ class ConditionSpace:
         self.net = net
         self.dim = net.cfg.code_dim or net.cond_dim
 
-    def initial(self, labels: torch.Tensor) -> torch.Tensor:
-        """The starting vectors of groups of these labels: their class's point."""
+    def initial(self, labels: torch.Tensor, group_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """The starting vectors of groups of these labels: their class's point, or with `group_codes` [G, S,
+        code_dim] (the codes of each group's images) their mean: where the frozen U-Net already draws that group."""
+        if group_codes is not None:
+            if not self.net.cfg.code_dim:
+                raise ValueError("a group's code needs a U-Net trained with codes (diffusion.code_dim > 0)")
+            return group_codes.float().mean(1).to(labels.device)
         if self.net.cfg.code_dim:
             return torch.zeros(len(labels), self.dim, device=labels.device)
         return self.net.class_embedding(labels).detach().float()
@@ -77,6 +88,25 @@ class ConditionSpace:
             return vectors
         device = self.net.label_emb.weight.device
         return self.net.condition(labels.to(device), code=vectors.to(device))
+
+
+@torch.no_grad()
+def image_codes(net: UNet, runtime: Runtime, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """The frozen U-Net's codes [N, code_dim] (float, CPU) of uint8 images [N,H,W,C]."""
+    out = []
+    for sl in iterate_batches(len(images), batch_size):
+        with runtime.autocast():
+            out.append(net.encode(runtime.batch(to_model_range(images[sl]))).float().cpu())
+    return torch.cat(out)
+
+
+def grouping_features(diffusion_checkpoint: Path, runtime: Runtime, images: np.ndarray) -> np.ndarray:
+    """What look-alike groups are formed by (`data.groups.class_groups`): the frozen U-Net's code of each image,
+    the space its vectors move in; pixels when it was trained without codes."""
+    net, _ = frozen_diffusion(diffusion_checkpoint, runtime)
+    if not net.cfg.code_dim:
+        return images.reshape(len(images), -1).astype(np.float32)
+    return image_codes(net, runtime, images).numpy()
 
 
 class InversionTrainable:
@@ -226,7 +256,13 @@ def invert(images: np.ndarray, members: np.ndarray, group_labels: np.ndarray, di
     net, schedule = frozen_diffusion(diffusion_checkpoint, runtime)
     groups = torch.from_numpy(group_labels)
     space = ConditionSpace(net)
-    init = space.initial(groups.to(runtime.device))
+    codes = None
+    if p.init == "group":
+        if not net.cfg.code_dim:
+            raise ConfigError("invert.init: group starts each vector at its images' mean code, and this diffusion "
+                              "model has none (diffusion.code_dim 0); use invert.init: class")
+        codes = image_codes(net, runtime, images[members.reshape(-1)]).reshape(*members.shape, -1)
+    init = space.initial(groups.to(runtime.device), codes)
     trainable = InversionTrainable(net, schedule, runtime, init, p.lr, p.steps, groups)
     flat = members.reshape(-1)
     stream = BatchStream(images[flat], np.repeat(np.arange(len(members)), members.shape[1]), p.batch_size,

@@ -31,7 +31,9 @@ def invert(study: int = STUDY_OPTION, params_path: str = PARAMS_OPTION) -> None:
     split = load_prepared(REAL_DIR, "train")
     # Inversion sees only what the generators saw: groups are drawn from the generator_fraction subset.
     seen = generator_indices(split.labels, params.generator_fraction, params.seed)
-    members, group_labels = class_groups(split.labels[seen], p.group_size, p.groups_per_class, params.seed)
+    features = (inversion.grouping_features(diffusion, runtime, split.images[seen])
+                if p.grouping == "look_alike" else None)
+    members, group_labels = class_groups(split.labels[seen], p.group_size, p.groups_per_class, params.seed, features)
     members = seen[members]
     if p.batch_size > members.size:
         raise ConfigError(f"invert.batch_size: {p.batch_size} exceeds the {members.size} images in the groups")

@@ -280,7 +280,7 @@ def markdown(summary: dict) -> str:
     ref = summary["reference"]
     out += ["", f"## Sources: quality against usefulness ({seen})", "",
             f"Gain at {head:g}. Label fidelity: share of samples that the judge (the `real` arm's classifier on "
-            f"{ref['judge_real_images']:,} real images) assigns their conditioned class. Diversity: within-class "
+            f"{ref['judge_real_images']:,.0f} real images) assigns their conditioned class. Diversity: within-class "
             "diversity over that of held-out real images. Saturated: share of flat near-white silhouettes "
             "(`synthaug.metrics.saturation`). Synthetic only: accuracy of `synth:S`.", "",
             "| source | FID | KID (x1000) | label fidelity | diversity / real | saturated | synthetic only (%) "
