@@ -28,7 +28,10 @@ def test_a_readme_edited_by_hand_or_a_new_report_fails_the_check_until_regenerat
                "lineage": {"stale": {}, "records": 107, "commit": "abc123def456", "dirty": False}}
     (tmp_path / "reports" / "summary.json").write_text(json.dumps(summary))
     app, root = build_app(["readme"]), ["--root", str(tmp_path)]
-    assert CliRunner().invoke(app, ["readme", "--check", *root]).exit_code == 1
+    stale = CliRunner().invoke(app, ["readme", "--check", *root])
+    assert stale.exit_code == 1
+    assert stale.output.strip() == ("README.md's study block differs from reports/summary.json: run `python -m "
+                                    "synthaug readme`")  # a plain line, no error class: a failed check, not a fault
     assert CliRunner().invoke(app, ["readme", *root]).exit_code == 0
     text = (tmp_path / "README.md").read_text()
     assert "made at commit `abc123def456`; every one of its 107 records descends" in text

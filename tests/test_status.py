@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -208,9 +209,13 @@ def test_estimates_come_from_this_machines_last_run_then_mlflow_scaled_then_a_de
     # another host's record: scaled by the ratio of this machine's durations to that host's, item by item
     assert progress._mlflow_estimate(10.0, "gpu1", "here", [(30.0, 10.0), (8.0, 2.0), (50.0, 20.0)]) == (
         30.0, "MLflow record from gpu1 x3")
-    assert est["c@1"] == (progress.DEFAULT_OTHER, "default guess")
-    assert est["train_vae@0"] == (progress.DEFAULT_SECONDS["train"], "default guess")  # a matrix stage's family
-    assert est["fid_ref"] == (progress.DEFAULT_SECONDS["fid_ref"], "default guess")
+    # unmeasured items: the family's guess, scaled as this run's measured items (a and b@x) compare with theirs
+    scale = statistics.median(journal[i]["last"]["seconds"] / progress.DEFAULT_OTHER for i in ("a", "b@x"))
+    words = f"default guess x{scale:.2g} (as 2 items measured here)"
+    assert est["c@1"] == (pytest.approx(progress.DEFAULT_OTHER * scale), words)
+    assert est["train_vae@0"] == (pytest.approx(progress.DEFAULT_SECONDS["train"] * scale), words)  # its family
+    assert est["fid_ref"] == (pytest.approx(progress.DEFAULT_SECONDS["fid_ref"] * scale), words)
+    assert progress.estimates(scratch, ["c@1"], {})["c@1"] == (progress.DEFAULT_OTHER, "default guess")
     (scratch / "params.yaml").write_text("size: 2\n")
     assert progress.estimates(scratch, ["a"], journal)["a"][1] == "this machine's last run, other params"
     journal["a"]["last"]["host"] = "elsewhere"

@@ -16,7 +16,7 @@ last run", or the host's name when another host ran it); the duration of its las
 MLflow store (a local sqlite store, read only), plus the median start-up that MLflow's runs do not see when this
 machine recorded it ("MLflow record + 12 s start-up"), scaled by the median ratio of the durations measured both
 ways when another host did ("MLflow record from gpu1 x0.2"); else a coarse default per stage family ("default
-guess").
+guess"), scaled as this run's finished items compare with their own defaults ("default guess x0.03").
 """
 
 from __future__ import annotations
@@ -258,6 +258,7 @@ def estimates(root: Path, items: list[str], journal: dict[str, dict]) -> dict[st
     for i, last in measured.items():
         if i in mlflow and last.get("host") == host:
             pairs.setdefault(mlflow[i][1], []).append((last["seconds"], mlflow[i][0]))
+    guess_scale, guess_words = _guess_scale(measured, host, params)
     out = {}
     for item in items:
         if item in measured:
@@ -268,8 +269,20 @@ def estimates(root: Path, items: list[str], journal: dict[str, dict]) -> dict[st
             seconds, run_host = mlflow[item]
             out[item] = _mlflow_estimate(seconds, run_host, host, pairs.get(run_host, []))
         else:
-            out[item] = (DEFAULT_SECONDS.get(_family(item), DEFAULT_OTHER), "default guess")
+            out[item] = (DEFAULT_SECONDS.get(_family(item), DEFAULT_OTHER) * guess_scale, guess_words)
     return out
+
+
+def _guess_scale(measured: dict[str, dict], host: str, params: str) -> tuple[float, str]:
+    """How far this run's params and machine sit from the default guesses (sized for the laptop default on 2
+    cores): the median of measured / guessed seconds over the items this machine ran with these params; a smoke
+    profile's stages take seconds where the guesses say minutes. (1, "default guess") when nothing is measured."""
+    ratios = [last["seconds"] / DEFAULT_SECONDS.get(_family(i), DEFAULT_OTHER) for i, last in measured.items()
+              if last.get("host") == host and last.get("params_md5") == params and last.get("seconds", -1) >= 0]
+    if not ratios:
+        return 1.0, "default guess"
+    r = statistics.median(ratios)
+    return r, f"default guess x{r:.2g} (as {len(ratios)} item{'s' * (len(ratios) != 1)} measured here)"
 
 
 def _from_progress(running: dict) -> tuple[float, str] | None:
