@@ -2,6 +2,7 @@
 
     python benchmarks/classifier_bank.py [--params params.yaml] [--members 21] [--sizes 1 3 7 21] [--steps 20]
                                          [--test-images 10000] [--device cpu|cuda] [--precision auto|fp32]
+                                         [--compile default|reduce-overhead|max-autotune]
 
 The members are those of the params file's `classify_real` stage by default (every fraction x seed of the real
 arm: 21 on the laptop default), with its classifier (`classify.model`) and the dataset's image shape, fed random
@@ -12,7 +13,9 @@ after one untimed warm-up step) and the evaluation of every member on --test-ima
 `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions only, so BatchNorm, ReLU and the optimiser
 are outside the figure: on a CPU they are a large share of the time). "all runs s" scales the timed steps to
 `classify.model.steps` and adds the evaluation: the stage's loop work, without data loading and MLflow. Peak: `loop_flops.matmul_peak` in the
-same run and precision. Prints figures only.
+same run and precision. With --compile MODE every bank size runs again with its network under
+`torch.compile(mode=MODE)` (reduce-overhead: CUDA graphs on a GPU); its warm-up (compilation, graph capture) is
+timed apart, in "compile s", since a stage would pay it once per process. Prints figures only.
 """
 
 from __future__ import annotations
@@ -34,10 +37,15 @@ from synthaug.core.config import load_params  # noqa: E402
 from synthaug.core.runtime import make_runtime  # noqa: E402
 
 
+WARMUP_STEPS = 3  # untimed: torch.compile compiles on the first call and CUDA graphs record on the next ones
+
+
 def measure(size: int, members: int, p, shape: tuple[int, int, int], num_classes: int, steps: int,
-            test: tuple[np.ndarray, np.ndarray], rt) -> tuple[float, float, float]:
-    """(training seconds, evaluation seconds, training FLOPs) of all members as banks of `size`."""
-    train_s = eval_s = flops = 0.0
+            test: tuple[np.ndarray, np.ndarray], rt, compile_mode: str | None = None
+            ) -> tuple[float, float, float, float]:
+    """(training seconds, evaluation seconds, training FLOPs, warm-up seconds) of all members as banks of `size`,
+    eager or with each bank's network under torch.compile(mode=compile_mode)."""
+    train_s = eval_s = flops = warm_s = 0.0
     # The members' own model FLOPs (counted on a bank of one: the counter charges a grouped convolution as if
     # its groups were dense, K times too much), so that every bank size is charged the same work.
     one = bank_trainable(p, shape[0], num_classes, [0], rt)
@@ -51,19 +59,26 @@ def measure(size: int, members: int, p, shape: tuple[int, int, int], num_classes
         k = len(seeds)
         images = rt.batch(torch.rand(p.batch_size, k, *shape) * 2 - 1)
         labels = torch.randint(0, num_classes, (p.batch_size, k)).to(rt.device)
-        t.train_step(images, labels, 0)  # warm-up
-        flops += member_flops * k * steps
+        if compile_mode:
+            t.model = torch.compile(t.model, mode=compile_mode)
+        start = time.perf_counter()
+        for step in range(WARMUP_STEPS):
+            t.train_step(images, labels, step)
+        evaluate_bank(t.model, test[0][:p.eval_batch_size], test[1][:p.eval_batch_size], rt, num_classes,
+                      p.eval_batch_size)
         sync(rt)
+        warm_s += time.perf_counter() - start
+        flops += member_flops * k * steps
         start = time.perf_counter()
         for step in range(steps):
-            t.train_step(images, labels, 1 + step)
+            t.train_step(images, labels, WARMUP_STEPS + step)
         sync(rt)
         train_s += time.perf_counter() - start
         start = time.perf_counter()
         evaluate_bank(t.model, *test, rt, num_classes, p.eval_batch_size)
         sync(rt)
         eval_s += time.perf_counter() - start
-    return train_s, eval_s, flops
+    return train_s, eval_s, flops, warm_s
 
 
 OP_FAMILIES = {"convolution": ("conv",), "batch norm": ("batch_norm",), "relu": ("threshold", "relu", "clamp_min"),
@@ -113,6 +128,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also: where one member's step spends its time (torch.profiler, by op family), and "
                              "its step time under torch.compile against eager")
+    parser.add_argument("--compile", default=None, metavar="MODE",
+                        help="also every bank size under torch.compile(mode=MODE): default | reduce-overhead "
+                             "(CUDA graphs on a GPU) | max-autotune")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -133,16 +151,19 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s (same run)", flush=True)
     if args.profile:
         profile_member(p, shape, d["num_classes"], rt)
-    print(f"{'bank size':>9s} {'train s':>8s} {'images/s':>9s} {'GFLOP/s':>8s} {'% peak':>7s} {'eval s':>7s} "
-          f"{'eval img/s':>10s} {'all runs s':>10s} {'speed-up':>9s}", flush=True)
+    print(f"{'bank size':>9s} {'compile':>15s} {'train s':>8s} {'images/s':>9s} {'GFLOP/s':>8s} {'% peak':>7s} "
+          f"{'eval s':>7s} {'eval img/s':>10s} {'all runs s':>10s} {'speed-up':>9s} {'compile s':>9s}", flush=True)
     base = None
-    for size in sizes:
-        train_s, eval_s, flops = measure(size, members, p, shape, d["num_classes"], args.steps, test, rt)
-        total = train_s * p.steps / args.steps + eval_s  # the members' whole training (classify.model.steps) + eval
-        base = base or total
-        print(f"{size:9d} {train_s:8.2f} {members * args.steps * p.batch_size / train_s:9.0f} "
-              f"{flops / train_s / 1e9:8.1f} {100 * flops / train_s / peak:6.1f}% {eval_s:7.2f} "
-              f"{members * args.test_images / eval_s:10.0f} {total:10.1f} {base / total:8.2f}x", flush=True)
+    for mode in (None, args.compile) if args.compile else (None,):
+        for size in sizes:
+            train_s, eval_s, flops, warm_s = measure(size, members, p, shape, d["num_classes"], args.steps, test, rt,
+                                                     mode)
+            total = train_s * p.steps / args.steps + eval_s  # the members' whole training + eval, warm-up apart
+            base = base or total
+            print(f"{size:9d} {mode or 'eager':>15s} {train_s:8.2f} {members * args.steps * p.batch_size / train_s:9.0f} "
+                  f"{flops / train_s / 1e9:8.1f} {100 * flops / train_s / peak:6.1f}% {eval_s:7.2f} "
+                  f"{members * args.test_images / eval_s:10.0f} {total:10.1f} {base / total:8.2f}x "
+                  f"{warm_s if mode else 0.0:9.1f}", flush=True)
 
 
 if __name__ == "__main__":

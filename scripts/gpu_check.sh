@@ -10,7 +10,8 @@
 # 3. every training loop's step at the laptop default's sizes (params.yaml) on the GPU: ms/step, images/s, model
 #    FLOP/s and its share of the GPU's measured matmul peak (benchmarks/loop_flops.py --device cuda);
 # 4. the classifier bank (issue 34): the laptop default's 21 classify_real runs one after another against one bank
-#    of 21 and banks of 7 on the GPU: images/s, model FLOP/s, share of the peak (benchmarks/classifier_bank.py);
+#    of 21 and banks of 7 on the GPU: images/s, model FLOP/s, share of the peak, eager and under torch.compile
+#    with CUDA graphs, compilation timed apart (benchmarks/classifier_bank.py --compile reduce-overhead);
 # 5. data-parallel training: the torchrun tests (2 CPU processes, gloo), then, with 2 or more GPUs, `train vae`,
 #    `train diffusion` and `classify real` of the smoke profile with `processes` = the GPU count (NCCL), timed.
 set -euo pipefail
@@ -54,8 +55,10 @@ fi
 echo "== every training loop on the GPU at the laptop default's sizes (params.yaml)"
 python benchmarks/loop_flops.py --device cuda --params params.yaml --steps 20
 
-echo "== the classifier bank on the GPU: 21 classify_real runs one after another vs banks (params.yaml)"
-python benchmarks/classifier_bank.py --device cuda --params params.yaml --sizes 1 7 21 --steps 50
+echo "== the classifier bank on the GPU: 21 classify_real runs one after another vs banks, eager and under"
+echo "   torch.compile with CUDA graphs (mode reduce-overhead) (params.yaml)"
+python benchmarks/classifier_bank.py --device cuda --params params.yaml --sizes 1 7 21 --steps 50 \
+  --compile reduce-overhead
 
 echo "== data-parallel training under torchrun on the CPU (2 processes, gloo): tests/test_distributed.py"
 python -m pytest -q -p no:cacheprovider tests/test_distributed.py

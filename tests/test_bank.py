@@ -114,7 +114,8 @@ def test_a_member_trained_in_a_bank_equals_its_run_trained_alone(runtime):
 
 
 def test_the_bank_benchmark_prints_its_table_at_a_tiny_size(tmp_path):
-    """benchmarks/classifier_bank.py as README runs it, shrunk: two members, banks of 1 and 2, one timed step."""
+    """benchmarks/classifier_bank.py as README runs it, shrunk: two members as banks of 1 and 2, one timed step; and
+    scripts/gpu_check.sh's form with --compile (on a GPU mode reduce-overhead), here at one bank of 2 (CI time)."""
     import os
     import subprocess
     import sys
@@ -122,13 +123,21 @@ def test_the_bank_benchmark_prints_its_table_at_a_tiny_size(tmp_path):
     from conftest import REPO
 
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "SYNTHAUG_THREADS": "1"}
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "classifier_bank.py"), "--params",
-                          str(REPO / "params.yaml"), "--members", "2", "--sizes", "1", "2", "--steps", "1",
-                          "--test-images", "100", "--precision", "fp32"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("resnet8, batch 64 per member, 2 members, 1 timed steps each, 100 test images each")
-    rows = [ln.split() for ln in lines[2:]]
-    assert [r[0] for r in rows] == ["1", "2"] and rows[0][-1] == "1.00x"
-    assert all(float(r[3]) > 0 and r[4].endswith("%") for r in rows)  # model GFLOP/s and share of peak
+
+    def table(*args: str) -> list[list[str]]:
+        out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "classifier_bank.py"), "--params",
+                              str(REPO / "params.yaml"), "--members", "2", "--steps", "1", "--test-images", "100",
+                              "--precision", "fp32", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        lines = out.stdout.splitlines()
+        assert lines[0].startswith("resnet8, batch 64 per member, 2 members, 1 timed steps each, 100 test images each")
+        rows = [ln.split() for ln in lines[2:]]
+        assert rows[0][-2] == "1.00x" and all(r[-2].endswith("x") for r in rows)  # speed-up against the first row
+        assert all(float(r[4]) > 0 and r[5].endswith("%") for r in rows)  # model GFLOP/s and share of peak
+        return rows
+
+    assert [(r[0], r[1], r[-1]) for r in table("--sizes", "1", "2")] == [("1", "eager", "0.0"), ("2", "eager", "0.0")]
+    rows = table("--sizes", "2", "--compile", "default")
+    assert [(r[0], r[1]) for r in rows] == [("2", "eager"), ("2", "default")]
+    assert float(rows[0][-1]) == 0 < float(rows[1][-1])  # compilation timed apart

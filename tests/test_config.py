@@ -105,6 +105,8 @@ def _error(path) -> str:
     ({"gan.ema_decay": "1e309"}, ["gan.ema_decay: must be a finite number"]),
     # mixed arms at a fraction below the generators' subset would leak real images the classifier never had
     ({"fractions": [0.25, 1.0]}, ["fractions: 0.25 is below generator_fraction 0.5", "generator_fraction: 1.0"]),
+    # inversion starting at its groups' codes on a U-Net without codes: refused before train_diffusion runs
+    ({"diffusion.code_dim": 0}, ["invert.init: group", "diffusion.code_dim: 0", "invert.init: class"]),
 ])
 def test_bad_params_give_one_line_error_naming_the_key(write_params, changes, expected):
     msg = _error(write_params(changes))

@@ -285,6 +285,11 @@ class Params:
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device: must be 'auto', 'cpu' or 'cuda[:N]', got '{self.device}'")
         self._check_image_size()
+        if "dinv" in self.sources and self.invert.init == "group" and not self.diffusion.code_dim:
+            # said here, before train_diffusion runs, not when `invert` starts on the finished model
+            raise ConfigError("invert.init: group starts each vector at its images' mean code, and "
+                              "diffusion.code_dim: 0 trains a U-Net without codes; use invert.init: class, "
+                              "or give the U-Net codes")
         if self.processes > 1:
             for key, section in (("vae", self.vae), ("gan", self.gan), ("lsgan", self.lsgan),
                                  ("wgan_gp", self.wgan_gp), ("diffusion", self.diffusion), ("invert", self.invert),
