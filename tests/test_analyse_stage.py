@@ -62,6 +62,9 @@ def test_analyse_writes_flat_metrics_per_class_rows_and_a_figure(workspace):
     assert m["line_orientation_tv.vae"] < m["line_orientation_tv.gan"]
     assert m["line_length_tv.real_heldout"] < m["line_length_tv.gan"]
     assert "precision.real_heldout" not in m and m["nearest_k"] == 5 and m["feature_dims"] == DIMS
+    # coverage and recall over 5 disjoint parts of each source (smoke profile: analysis.coverage_splits 5)
+    assert m["coverage_splits"] == 5 and m["coverage_split_mean.gan"] == m["coverage_split_sd.gan"] == 0.0
+    assert 0 < m["coverage_split_mean.vae"] < 1 and m["coverage_split_sd.vae"] > 0 and "recall_split_sd.vae" in m
 
     with open(workspace / "reports" / "analysis_per_class.csv") as f:
         rows = list(csv.DictReader(f))
@@ -116,3 +119,23 @@ def test_analyse_refuses_a_k_larger_than_the_features_allow(workspace, smoke_dic
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
         "error: analysis.nearest_k: 400 needs at least 402 features, data/fid_ref.npz holds 300")
+
+
+def test_split_scores_are_the_scores_of_disjoint_class_balanced_parts():
+    from synthaug.metrics.prdc_metrics import precision_recall_density_coverage
+    from synthaug.study.analysis import split_scores
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(200, 4))
+    labels = np.repeat(np.arange(4), 30)  # 30 a class, 3 parts: 10 a class in each
+    features = rng.normal(size=(120, 4))
+    out = split_scores(features, labels, ref, 5, 3)
+    parts = [np.concatenate([np.flatnonzero(labels == c)[j::3] for c in range(4)]) for j in range(3)]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(120))  # disjoint, every image once
+    by_hand = [precision_recall_density_coverage(ref, features[p], 5) for p in parts]
+    for key in ("coverage", "recall"):
+        values = [h[key] for h in by_hand]
+        assert out[f"{key}_split_mean"] == pytest.approx(np.mean(values))
+        assert out[f"{key}_split_sd"] == pytest.approx(np.std(values, ddof=1))
+    assert split_scores(features, labels, ref, 5, 1) == {}  # one part: nothing to spread
+    assert split_scores(features, labels, ref, 5, 20) == {}  # parts of 6 < k + 2 features

@@ -197,6 +197,55 @@ def test_analysis_scores_join_the_sources_their_correlations_and_the_answer(metr
                             "p = 0.33 over 3 sources, not corrected for picking the closest of 6).")
 
 
+def test_welch_difference_agrees_with_scipys_welch_test():
+    from synthaug.study.report_analysis import welch_difference
+
+    from scipy import stats
+    a, b = [0.51, 0.47, 0.49, 0.53, 0.50], [0.46, 0.47, 0.45, 0.48, 0.44, 0.47, 0.46]
+    ma, sa, mb, sb = np.mean(a), np.std(a, ddof=1), np.mean(b), np.std(b, ddof=1)
+    diff, half = welch_difference(ma, sa, len(a), mb, sb, len(b))
+    assert diff == pytest.approx(ma - mb)
+    # the interval's edge is where Welch's test of "difference = edge" sits exactly at p = 0.05
+    for edge in (diff - half, diff + half):
+        p = stats.ttest_ind(np.array(a) - edge, b, equal_var=False).pvalue
+        assert p == pytest.approx(0.05, rel=1e-6)
+    # equal sizes and sds: df = 2n - 2, the pooled interval
+    diff, half = welch_difference(1.0, 0.2, 5, 0.5, 0.2, 5)
+    assert half == pytest.approx(stats.t.ppf(0.975, 8) * 0.2 * math.sqrt(2 / 5))
+    assert welch_difference(0.3, 0.0, 5, 0.1, 0.0, 5) == (pytest.approx(0.2), 0.0)
+
+
+def test_coverage_of_parts_and_the_same_sampler_comparison_in_the_analysis_section():
+    """Coverage over the analyse stage's disjoint parts: a column with its t-interval, and dinv against ddim (same
+    network and sampler) as a Welch interval that says whether drawing again could undo the difference."""
+    from scipy import stats
+
+    from synthaug.study.report_analysis import analysis_section
+
+    def source(gain, cov_mean, cov_sd, rec_mean, rec_sd):
+        return {"precision": 0.6, "recall": 0.4, "density": 0.4, "coverage": 0.5, "kid_class_mean": 0.04,
+                "line_orientation_tv": 0.06, "gain": gain, "coverage_split_mean": cov_mean,
+                "coverage_split_sd": cov_sd, "recall_split_mean": rec_mean, "recall_split_sd": rec_sd}
+
+    summary = {"sources": {"dinv": source(0.01, 0.45, 0.01, 0.50, 0.02), "ddim": source(0.0, 0.40, 0.01, 0.49, 0.02)},
+               "reference": {"nearest_k": 5, "line_orientation_tv": 0.03, "coverage_splits": 5}}
+    lines = analysis_section(summary)
+    half = stats.t.ppf(0.975, 4) * 0.01 / math.sqrt(5)
+    assert f"| dinv | 0.60 | 0.40 | 0.40 | 0.50 | 40.00 | 0.06 | 0.450 ± {half:.3f} | +1.00 |" in lines
+    assert "| held-out real (reference) | - | - | - | - | - | 0.03 | - | - |" in lines
+    line = next(ln for ln in lines if ln.startswith("dinv against ddim"))
+    cov = stats.t.ppf(0.975, 8) * 0.01 * math.sqrt(2 / 5)
+    assert f"coverage +0.050 ± {cov:.3f} (told apart)" in line and "recall +0.010" in line
+    assert "(not told apart from 0)" in line and "over 5 disjoint parts" in line
+    # an analysis.json from before the parts: no column, no comparison
+    for q in summary["sources"].values():
+        for key in ("coverage_split_mean", "coverage_split_sd", "recall_split_mean", "recall_split_sd"):
+            q.pop(key)
+    lines = analysis_section(summary)
+    assert "| dinv | 0.60 | 0.40 | 0.40 | 0.50 | 40.00 | 0.06 | +1.00 |" in lines
+    assert not any(ln.startswith("dinv against ddim") for ln in lines)
+
+
 def test_a_gain_significant_at_95_percent_can_fail_the_bonferroni_correction(metrics):
     """gan's paired differences -0.02 / -0.035 / -0.025: mean -0.0267, se 0.00441; at 95% t(0.975, 2) = 4.303
     gives +- 0.0190 (significant); corrected for 3 comparisons t(0.99167, 2) = 7.65 gives +- 0.0337 (not)."""

@@ -125,8 +125,9 @@ class InvertParams:
     # has no codes) or random; a random group shares little more than its class, so its vector has nothing to follow
     grouping: str = field(default="look_alike", metadata=rng(choices=("look_alike", "random")))
     # where a vector starts: group (the mean code of its images, from the frozen U-Net's encoder; needs
-    # diffusion.code_dim > 0) or class (the class point, where code dropout taught the U-Net "any of the class")
-    init: str = field(default="group", metadata=rng(choices=("group", "class")))
+    # diffusion.code_dim > 0, as every shipped profile sets) or class (the class point, where code dropout taught the
+    # U-Net "any of the class"); class here, so that this dataclass's defaults (code_dim 0) stay a valid study
+    init: str = field(default="class", metadata=rng(choices=("group", "class")))
 
 
 @dataclass
@@ -205,6 +206,9 @@ class AnalysisParams:
     line_images_per_class: int = field(default=250, metadata=rng(ge=1))  # per class and side, for line geometry
     orientation_bins: int = field(default=12, metadata=rng(ge=2, le=360))  # over [0, pi)
     length_bins: int = field(default=8, metadata=rng(ge=2, le=256))  # over [0, the image diagonal]
+    # coverage and recall of this many disjoint class-balanced parts of a source's images (independent draws of its
+    # sampler): their spread says how far one draw's figure can move; 0 or 1: no parts
+    coverage_splits: int = field(default=5, metadata=rng(ge=0, le=100))
 
 
 @dataclass

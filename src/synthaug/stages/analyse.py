@@ -50,7 +50,8 @@ def analyse(study: int = STUDY_OPTION, params_path: str = PARAMS_OPTION) -> None
                                                                  ref_labels, real_lines, a, params.seed)
         orientation[source] = mean_orientation(lines)
     dims = int(ref.shape[1])
-    metrics = {**flat_metrics(summaries), "nearest_k": a.nearest_k, "feature_dims": dims}
+    metrics = {**flat_metrics(summaries), "nearest_k": a.nearest_k, "feature_dims": dims,
+               "coverage_splits": a.coverage_splits}
     names = meta["class_names"]
     with stage_run("analyse", params.dataset.name,
                    params={"analysis": as_dict(a), "sources": list(params.sources), "feature_dims": dims,

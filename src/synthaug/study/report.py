@@ -18,6 +18,7 @@ from synthaug.data.fractions import fraction_key
 from synthaug.core.lineage import check, refresh_command
 from synthaug.study.report_answer import (answer_lines, detectable_pts, pts, randomness, replicate,
                                           trend_over_fractions, unit, worth)
+from synthaug.study.report_analysis import analysis_section, num as _num
 from synthaug.study.report_gradcam import gradcam_section
 from synthaug.core.storage import load_json
 from synthaug.study.study_stats import (bonferroni_level, detectable_gain, mean_ci, paired_gain, real_images_equivalent,
@@ -107,7 +108,8 @@ def lineage_problems(inputs: dict, sources: list[str], current: dict[int, dict[s
 
 
 # The `analyse` stage's per-source scores the report shows (metrics/analysis.json holds them as `key.source`).
-ANALYSIS_KEYS = ("precision", "recall", "density", "coverage", "kid_class_mean", "line_orientation_tv")
+ANALYSIS_KEYS = ("precision", "recall", "density", "coverage", "kid_class_mean", "line_orientation_tv",
+                 "coverage_split_mean", "coverage_split_sd", "recall_split_mean", "recall_split_sd")
 # metrics/invert.json's "follows its group" figure (synthaug.metrics.group_following), shown for dinv.
 FOLLOWS_KEYS = ("follows_margin", "follows_margin_ci95", "follows_share", "follows_groups")
 # Every per-source quality score whose rank correlation with the gain the report gives.
@@ -194,7 +196,8 @@ def summarise(inputs: dict, context: dict) -> dict:
                                                       if m.get("real_saturated_share") is not None), None),
                              "judge_real_images": fidelity.get("judge_real_images"),
                              "line_orientation_tv": inputs["analysis"].get("line_orientation_tv.real_heldout"),
-                             "nearest_k": inputs["analysis"].get("nearest_k")}}
+                             "nearest_k": inputs["analysis"].get("nearest_k"),
+                             "coverage_splits": inputs["analysis"].get("coverage_splits")}}
     summary["lineage"] = context.get("lineage", {})
     # No answer from records of mixed upstream states: the report names what is stale instead.
     summary["answer"] = [] if summary["lineage"].get("stale") else answer_lines(summary)
@@ -319,37 +322,6 @@ def markdown(summary: dict) -> str:
             "reach). Every figure here comes from `metrics/` files written by the pipeline's stages (dvc.lock "
             "records the code, data and params) and from runs recorded in MLflow.", ""]
     return "\n".join(out)
-
-
-def analysis_section(summary: dict) -> list[str]:
-    """Beside FID (the `analyse` stage): feature-space fidelity and coverage and line geometry against the gain."""
-    sources = {s: q for s, q in summary["sources"].items() if q.get("precision") is not None}
-    if not sources:
-        return []
-    out = ["", "## Beside FID: precision, recall, density, coverage and line geometry", "",
-           f"On the same Inception features as FID (k = {summary['reference']['nearest_k']} nearest neighbours of "
-           "the real test features): precision "
-           "and density, how much of a source lies on the real manifold; recall and coverage, how much of the real "
-           "manifold it reaches (Kynkäänniemi et al. 2019; Naeem et al. 2020). Per-class KID: mean over classes of "
-           "KID against real test images of that class. Line orientation TV: total-variation distance between the "
-           "orientation histograms of LSD line segments in a source's images and in real test images of the same "
-           "classes (held-out real images score the reference value). `reports/analysis_per_class.csv` has every "
-           "figure per class.", "",
-           "| source | precision | recall | density | coverage | per-class KID (x1000) | line orientation TV | "
-           "gain (points) |", "|---|---|---|---|---|---|---|---|"]
-    for s, q in sorted(sources.items(), key=lambda kv: (kv[1]["gain"] is None, -(kv[1]["gain"] or 0))):
-        kid = None if q.get("kid_class_mean") is None else 1000 * q["kid_class_mean"]
-        out.append(f"| {s} | {_num(q['precision'])} | {_num(q['recall'])} | {_num(q['density'])} | "
-                   f"{_num(q['coverage'])} | {_num(kid)} | {_num(q.get('line_orientation_tv'))} | "
-                   f"{pts(q['gain'], True)} |")
-    ref = summary["reference"].get("line_orientation_tv")
-    out += [f"| held-out real (reference) | - | - | - | - | - | {_num(ref)} | - |", "",
-            "![precision against recall, per-class KID, line orientations](analysis.png)"]
-    return out
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
 def _pct(x: float | None) -> str:
