@@ -52,8 +52,9 @@ def analysis_section(summary: dict) -> list[str]:
            "classes (held-out real images score the reference value). `reports/analysis_per_class.csv` has every "
            "figure per class."
            + (f" Coverage of 1/{n}: the same score on each of {n} disjoint class-balanced parts of a source's images, "
-              "each an independent draw of its sampler (every image has its own noise); its interval is how far "
-              "drawing the images again can move a coverage figure." if n else ""), "",
+              "each an independent draw of its sampler (every image has its own noise); its interval says how far "
+              "drawing that many images again can move their coverage, which reads lower than the whole set's "
+              "(fewer images reach fewer real neighbourhoods)." if n else ""), "",
            "| source | precision | recall | density | coverage | per-class KID (x1000) | line orientation TV | "
            f"{split_header(n)}gain (points) |", "|---|---|---|---|---|---|---|" + "---|" * (2 if n else 1)]
     for s, q in sorted(sources.items(), key=lambda kv: (kv[1]["gain"] is None, -(kv[1]["gain"] or 0))):
