@@ -197,24 +197,6 @@ def test_analysis_scores_join_the_sources_their_correlations_and_the_answer(metr
                             "p = 0.33 over 3 sources, not corrected for picking the closest of 6).")
 
 
-def test_welch_difference_agrees_with_scipys_welch_test():
-    from synthaug.study.report_analysis import welch_difference
-
-    from scipy import stats
-    a, b = [0.51, 0.47, 0.49, 0.53, 0.50], [0.46, 0.47, 0.45, 0.48, 0.44, 0.47, 0.46]
-    ma, sa, mb, sb = np.mean(a), np.std(a, ddof=1), np.mean(b), np.std(b, ddof=1)
-    diff, half = welch_difference(ma, sa, len(a), mb, sb, len(b))
-    assert diff == pytest.approx(ma - mb)
-    # the interval's edge is where Welch's test of "difference = edge" sits exactly at p = 0.05
-    for edge in (diff - half, diff + half):
-        p = stats.ttest_ind(np.array(a) - edge, b, equal_var=False).pvalue
-        assert p == pytest.approx(0.05, rel=1e-6)
-    # equal sizes and sds: df = 2n - 2, the pooled interval
-    diff, half = welch_difference(1.0, 0.2, 5, 0.5, 0.2, 5)
-    assert half == pytest.approx(stats.t.ppf(0.975, 8) * 0.2 * math.sqrt(2 / 5))
-    assert welch_difference(0.3, 0.0, 5, 0.1, 0.0, 5) == (pytest.approx(0.2), 0.0)
-
-
 def test_coverage_of_parts_and_the_same_sampler_comparison_in_the_analysis_section():
     """Coverage over the analyse stage's disjoint parts: a column with its t-interval, and dinv against ddim (same
     network and sampler) as a Welch interval that says whether drawing again could undo the difference."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from synthaug.study.study_stats import (bonferroni_level, mean_ci, paired_gain, real_images_equivalent, significant,
-                                  spearman)
+                                  spearman, welch_difference)
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 T_975_DF1 = 12.706204736174705
@@ -32,6 +33,23 @@ def test_paired_gain_uses_only_shared_seeds():
     sd = math.sqrt(((0.05 - m) ** 2 + (0.01 - m) ** 2 + (0.04 - m) ** 2) / 2)
     assert n == 3 and mean == pytest.approx(m) and ci == pytest.approx(T_975_DF2 * sd / math.sqrt(3))
     assert paired_gain({5: 0.1}, base) is None
+
+
+def test_welch_difference_agrees_with_scipys_welch_test():
+
+    from scipy import stats
+    a, b = [0.51, 0.47, 0.49, 0.53, 0.50], [0.46, 0.47, 0.45, 0.48, 0.44, 0.47, 0.46]
+    ma, sa, mb, sb = np.mean(a), np.std(a, ddof=1), np.mean(b), np.std(b, ddof=1)
+    diff, half = welch_difference(ma, sa, len(a), mb, sb, len(b))
+    assert diff == pytest.approx(ma - mb)
+    # the interval's edge is where Welch's test of "difference = edge" sits exactly at p = 0.05
+    for edge in (diff - half, diff + half):
+        p = stats.ttest_ind(np.array(a) - edge, b, equal_var=False).pvalue
+        assert p == pytest.approx(0.05, rel=1e-6)
+    # equal sizes and sds: df = 2n - 2, the pooled interval
+    diff, half = welch_difference(1.0, 0.2, 5, 0.5, 0.2, 5)
+    assert half == pytest.approx(stats.t.ppf(0.975, 8) * 0.2 * math.sqrt(2 / 5))
+    assert welch_difference(0.3, 0.0, 5, 0.1, 0.0, 5) == (pytest.approx(0.2), 0.0)
 
 
 def test_significance_needs_an_interval_excluding_zero():

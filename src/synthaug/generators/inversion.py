@@ -73,9 +73,7 @@ class ConditionSpace:
     def initial(self, labels: torch.Tensor, group_codes: torch.Tensor | None = None) -> torch.Tensor:
         """The starting vectors of groups of these labels: their class's point, or with `group_codes` [G, S,
         code_dim] (the codes of each group's images) their mean: where the frozen U-Net already draws that group."""
-        if group_codes is not None:
-            if not self.net.cfg.code_dim:
-                raise ValueError("a group's code needs a U-Net trained with codes (diffusion.code_dim > 0)")
+        if group_codes is not None:  # invert() refuses group codes for a U-Net without codes
             return group_codes.float().mean(1).to(labels.device)
         if self.net.cfg.code_dim:
             return torch.zeros(len(labels), self.dim, device=labels.device)

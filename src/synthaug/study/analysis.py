@@ -71,11 +71,13 @@ def split_scores(features: np.ndarray, labels: np.ndarray, ref: np.ndarray, near
     their spread is what one draw's figure can move by; two whole draws of 2,500 dinv images differed by 0.03 in
     coverage, more than dinv and ddim differed. A part holds 1/splits of the images, so its figures differ from the
     whole's (fewer images reach fewer real balls): only parts of equal size compare, across sources."""
+    if splits < 2:
+        return {}
     part = np.zeros(len(labels), dtype=np.int64)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        part[idx] = np.arange(len(idx)) % max(splits, 1)
-    if splits < 2 or np.bincount(part, minlength=splits).min() < prdc_min_features(nearest_k):
+        part[idx] = np.arange(len(idx)) % splits
+    if np.bincount(part, minlength=splits).min() < prdc_min_features(nearest_k):
         return {}
     scores = [precision_recall_density_coverage(ref, features[part == j], nearest_k) for j in range(splits)]
     out = {}

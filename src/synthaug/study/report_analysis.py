@@ -7,28 +7,8 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats as st
-
 from synthaug.study.report_answer import pts
-from synthaug.study.study_stats import significant
-
-
-# Two intervals of the parts' figures. They sit here, not in study_stats (where they belong by kind), because
-# study_stats is a dep of `invert` and `gradcam`: a change there re-runs the Diffusion Inversion chain.
-def t_halfwidth(sd: float, n: int, level: float = 0.95) -> float:
-    """Half-width of the Student-t interval at `level` of a mean of `n` values of sample sd `sd`."""
-    return float(st.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n))
-
-
-def welch_difference(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
-                     level: float = 0.95) -> tuple[float, float]:
-    """Difference of two means (a - b) of independent samples and its Welch t half-width at `level`."""
-    va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return mean_a - mean_b, 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
-    return mean_a - mean_b, float(st.t.ppf(0.5 + level / 2, df) * se)
+from synthaug.study.study_stats import significant, t_halfwidth, welch_difference
 
 
 def num(x: float | None) -> str:

@@ -17,7 +17,23 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return float(v.mean()), math.nan
-    return float(v.mean()), float(st.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), t_halfwidth(float(v.std(ddof=1)), len(v), level)
+
+
+def t_halfwidth(sd: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the Student-t interval at `level` of a mean of `n` values of sample sd `sd`."""
+    return float(st.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n))
+
+
+def welch_difference(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
+                     level: float = 0.95) -> tuple[float, float]:
+    """Difference of two means (a - b) of independent samples and its Welch t half-width at `level`."""
+    va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return mean_a - mean_b, 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    return mean_a - mean_b, float(st.t.ppf(0.5 + level / 2, df) * se)
 
 
 def paired_gain(arm: dict[int, float], base: dict[int, float],
